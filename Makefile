@@ -1,0 +1,40 @@
+# The one command surface: make run | make test | make lint | make bench
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+NODE_STAMP := tests/interop/node_modules/.installed-stamp
+
+.PHONY: install node run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	touch $@
+
+node: $(NODE_STAMP)
+
+$(NODE_STAMP): tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+## Run the worker. With no reachable Redis it starts an embedded one and enqueues a demo crawl.
+run: install
+	$(BIN)/crawl-worker run --demo
+
+## Run every test (real Redis on 127.0.0.1:6379 unless CRAWL_WORKER_TEST_REDIS_URL says otherwise).
+test: install node
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check worker tests $(wildcard bench)
+	$(BIN)/mypy
+
+bench: install node
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) tests/interop/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,8 @@
+"""crawl-worker: a BullMQ-compatible queue worker that runs crawl jobs.
+
+Nothing runs on import; the entry point is :func:`worker.cli.main`.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,84 @@
+"""The one error hierarchy. Each branch says what happens to the job next.
+
+- :class:`PermanentError`: the job fails now; no retry is spent on it (bad input, unknown
+  connector, unconfigured instance, bad credentials).
+- :class:`TransientError` (and any unexpected exception): the job's attempts and backoff apply.
+- :class:`RetryLater`: the job goes back to delayed for ``delay_s`` without spending an attempt
+  (a source's Retry-After, an instance already being crawled, a shutdown hand-off).
+
+The mapping to bullmq's ``UnrecoverableError`` / ``DelayedError`` lives in ``worker.queue`` only.
+"""
+
+from __future__ import annotations
+
+
+class CrawlWorkerError(Exception):
+    """Root of every error crawl-worker raises on purpose."""
+
+
+class ConfigError(CrawlWorkerError):
+    """Invalid settings or catalog: start-up stops with exit code 2."""
+
+
+class PermanentError(CrawlWorkerError):
+    """Fail the job now, without spending retries."""
+
+
+class InvalidJobData(PermanentError):
+    """The job's data does not match the crawl job contract."""
+
+
+class UnknownConnector(PermanentError):
+    """The job names a connector that is not installed."""
+
+
+class UnconfiguredInstance(PermanentError):
+    """The job's connectorId has no entry in the catalog."""
+
+
+class InvalidConnectorConfig(PermanentError):
+    """The catalog entry for the instance does not validate against the connector's config model."""
+
+
+class CredentialsError(PermanentError):
+    """Credentials are missing or were rejected by the source."""
+
+
+class NoProgressError(PermanentError):
+    """The run made no progress for too many consecutive attempts."""
+
+
+class TransientError(CrawlWorkerError):
+    """A failure worth retrying with backoff (network, 5xx, timeouts)."""
+
+
+class RetryLater(CrawlWorkerError):
+    """Come back after ``delay_s`` seconds without spending an attempt."""
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = max(0.0, delay_s)
+
+
+class InstanceBusy(RetryLater):
+    """Another job is already crawling this connector instance."""
+
+
+class HandOff(RetryLater):
+    """The worker is shutting down: the crawl saved its checkpoint and goes back to the queue now."""
+
+    def __init__(self, message: str = "worker shutting down: crawl handed off at its checkpoint") -> None:
+        super().__init__(message, 0.0)
+
+
+class LeaseLost(CrawlWorkerError):
+    """Another worker took over this instance (fencing): stop without writing."""
+
+
+def error_class(exc: BaseException) -> str:
+    """A bounded label for metrics: our own class names, else ``transient`` / ``other``."""
+    if isinstance(exc, CrawlWorkerError):
+        return type(exc).__name__
+    if isinstance(exc, (OSError, TimeoutError)):
+        return "TransientError"
+    return "other"

@@ -1,0 +1,162 @@
+"""The producer's shapes (PipesHub crawling-scheduler) and the JobStatus seed, as typed models.
+
+Python attributes are snake_case; JSON (job data, HTTP API) is camelCase through aliases.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+_CONNECTOR_KEY = re.compile(r"\s+")
+
+
+def normalize_connector(name: str) -> str:
+    """Normalise a connector name as the producer does: lower case, whitespace runs to ``-``."""
+    return _CONNECTOR_KEY.sub("-", name.strip().lower())
+
+
+def job_name(connector: str, connector_id: str) -> str:
+    """The producer's job name: ``crawl-<connector>-<connectorId>``."""
+    return f"crawl-{normalize_connector(connector)}-{connector_id}"
+
+
+class CamelModel(BaseModel):
+    """Base for wire models: camelCase aliases, populate by either name."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ScheduleType(StrEnum):
+    """How often PipesHub schedules a connector instance."""
+
+    HOURLY = "hourly"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    CUSTOM = "custom"
+    ONCE = "once"
+
+
+class ScheduleConfig(CamelModel):
+    """PipesHub's ``scheduleConfig``. Unknown extra keys are kept, not rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    schedule_type: ScheduleType
+    is_enabled: bool = True
+    timezone: str = "UTC"
+    hour: int | None = Field(None, ge=0, le=23)
+    minute: int | None = Field(None, ge=0, le=59)
+    days_of_week: list[int] | None = None
+    day_of_month: int | None = Field(None, ge=1, le=31)
+    cron_expression: str | None = None
+    interval: int | None = Field(None, gt=0)
+
+    @field_validator("days_of_week")
+    @classmethod
+    def _check_days(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(not 0 <= day <= 6 for day in value):
+            raise ValueError("days must be 0 (Sunday) to 6 (Saturday)")
+        return value
+
+
+class CrawlingJobData(CamelModel):
+    """The data of one crawl job, exactly as the producer sends it (unknown extra keys are kept)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    connector: str = Field(min_length=1, max_length=200)
+    connector_id: str = Field(min_length=1, max_length=200)
+    schedule_config: ScheduleConfig
+    org_id: str = Field(min_length=1, max_length=200)
+    user_id: str = Field(min_length=1, max_length=200)
+    timestamp: int = Field(ge=0)
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def connector_key(self) -> str:
+        """The registry key of the connector (normalised)."""
+        return normalize_connector(self.connector)
+
+    @classmethod
+    def for_instance(
+        cls, connector: str, connector_id: str, *, org_id: str, user_id: str, schedule_type: str = "hourly"
+    ) -> CrawlingJobData:
+        """Job data exactly as PipesHub's producer builds it for one schedule tick."""
+        return cls(
+            connector=connector,
+            connector_id=connector_id,
+            schedule_config=ScheduleConfig(schedule_type=ScheduleType(schedule_type), is_enabled=True),
+            org_id=org_id,
+            user_id=user_id,
+            timestamp=int(time.time() * 1000),
+        )
+
+    def to_job(self) -> tuple[str, dict[str, Any]]:
+        """The (name, data) pair a producer adds: ``crawl-<connector>-<connectorId>`` and camelCase JSON."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return job_name(self.connector, self.connector_id), data
+
+
+class ProgressObject(BaseModel):
+    """Object progress, as reported through ``job.updateProgress``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    percentage: float = Field(ge=0, le=100)
+    current: int = Field(ge=0)
+    total: int | None = Field(None, ge=0)
+
+
+ProgressUnion = float | ProgressObject
+
+
+class State(StrEnum):
+    """A job's state as reported by the status API."""
+
+    WAITING = "waiting"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DELAYED = "delayed"
+    PAUSED = "paused"
+    STUCK = "stuck"
+
+
+class JobStatus(CamelModel):
+    """Complete status information for a crawling job (the ``JobStatus`` seed)."""
+
+    id: str | None = None
+    name: str
+    data: CrawlingJobData | dict[str, Any]
+    progress: ProgressUnion | dict[str, Any] | None = None
+    delay: int | None = None
+    timestamp: int
+    attempts_made: int
+    finished_on: int | None = None
+    processed_on: int | None = None
+    failed_reason: str | None = None
+    state: State
+
+
+class JobOutcome(BaseModel):
+    """The JSON summary a crawl job returns (its BullMQ return value)."""
+
+    status: Literal["completed", "skipped"] = "completed"
+    connector: str
+    connector_id: str
+    run_id: str
+    resumed: bool = False
+    documents: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    failures: int = 0
+    steps: int = 0
+    duration_ms: int = 0
+    reason: str | None = None

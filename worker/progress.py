@@ -1,0 +1,80 @@
+"""Throttled, monotonic progress reporting.
+
+Connectors report ``current``/``total``; this turns it into ``job.updateProgress`` as the object
+``{percentage, current, total, ...}`` (default) or a plain number 0-100 for consumers that
+expect one. At most one write per ``interval_s`` plus the first and the last; the percentage
+never goes down (also across retries, since ``current`` comes from checkpointed counters) and
+never reaches 100 before :meth:`ProgressReporter.finish`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+ProgressWriter = Callable[[float | dict[str, Any]], Awaitable[None]]
+
+#: The highest percentage reported while work remains.
+MAX_BEFORE_DONE = 99.0
+
+
+class ProgressReporter:
+    """Reports one job's progress through ``write`` (``job.updateProgress``)."""
+
+    def __init__(
+        self,
+        write: ProgressWriter,
+        *,
+        fmt: Literal["object", "number"] = "object",
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        floor: float = 0.0,
+    ) -> None:
+        self._write = write
+        self._fmt = fmt
+        self._interval = interval_s
+        self._clock = clock
+        self._last_write: float | None = None
+        self._percentage = max(0.0, min(floor, MAX_BEFORE_DONE))
+        self._pending: dict[str, Any] | None = None
+        self.writes = 0
+
+    @property
+    def percentage(self) -> float:
+        """The last percentage computed (reported or pending)."""
+        return self._percentage
+
+    def raise_floor(self, percentage: float) -> None:
+        """Never report less than ``percentage`` (what an earlier attempt of the run reached)."""
+        self._percentage = max(self._percentage, min(percentage, MAX_BEFORE_DONE))
+
+    async def report(self, current: int, total: int | None, **extra: Any) -> None:
+        """Record progress; writes now if the throttle window has passed."""
+        if total:
+            computed = min(100.0 * current / total, MAX_BEFORE_DONE)
+            self._percentage = max(self._percentage, round(computed, 2))
+        self._pending = {"percentage": self._percentage, "current": current, "total": total, **extra}
+        now = self._clock()
+        if self._last_write is None or now - self._last_write >= self._interval:
+            await self._flush(now)
+
+    async def finish(self, current: int, **extra: Any) -> None:
+        """The job is done: report 100 with the final counters."""
+        self._percentage = 100.0
+        self._pending = {"percentage": 100.0, "current": current, "total": current, **extra}
+        await self._flush(self._clock())
+
+    async def flush(self) -> None:
+        """Write whatever is pending now (before a hand-off or a retry)."""
+        if self._pending is not None:
+            await self._flush(self._clock())
+
+    async def _flush(self, now: float) -> None:
+        payload = self._pending
+        if payload is None:
+            return
+        self._pending = None
+        self._last_write = now
+        self.writes += 1
+        await self._write(payload["percentage"] if self._fmt == "number" else payload)
