@@ -1,0 +1,148 @@
+"""Connector instances by connectorId, from the operator's catalog file (TOML).
+
+The job carries no crawl configuration and no credentials; the catalog does::
+
+    [instances."507f1f77bcf86cd799439011"]
+    connector = "web"
+    org_id = "org-1"                      # optional: only this org may run it
+    config = { start_urls = ["https://docs.example.com/"], max_pages = 500 }
+    secrets = { api_token = { env = "DOCS_TOKEN" }, password = { file = "/run/secrets/docs" } }
+
+Secrets are resolved when a job starts, never stored in job data, logs, progress or checkpoints.
+The file is re-read when it changes, so instances can be added without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from worker.errors import ConfigError, CredentialsError, UnconfiguredInstance
+from worker.models import normalize_connector
+
+EnvLookup = Callable[[str], str | None]
+
+
+class SecretRef(BaseModel):
+    """Where one secret comes from: an environment variable or a mounted file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret needs exactly one of env or file")
+        return self
+
+
+class InstanceEntry(BaseModel):
+    """One connector instance in the catalog."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connector: str = Field(min_length=1)
+    org_id: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)
+
+    @property
+    def connector_key(self) -> str:
+        """Normalised connector name."""
+        return normalize_connector(self.connector)
+
+    def config_hash(self) -> str:
+        """A stable hash of the configuration (a changed config starts a fresh run)."""
+        blob = json.dumps({"c": self.connector_key, "cfg": self.config}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def resolve_secrets(self, lookup_env: EnvLookup) -> dict[str, SecretStr]:
+        """Read every secret now; a missing one is a CredentialsError naming it (not its value)."""
+        resolved: dict[str, SecretStr] = {}
+        for name, ref in self.secrets.items():
+            if ref.env is not None:
+                value = lookup_env(ref.env)
+                if value is None:
+                    raise CredentialsError(f"secret {name!r}: environment variable {ref.env} is not set")
+            else:
+                assert ref.file is not None
+                try:
+                    value = ref.file.read_text().strip()
+                except OSError as exc:
+                    raise CredentialsError(f"secret {name!r}: cannot read {ref.file}: {exc.strerror}") from exc
+            resolved[name] = SecretStr(value)
+        return resolved
+
+
+class CatalogFile(BaseModel):
+    """The whole catalog file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instances: dict[str, InstanceEntry] = Field(default_factory=dict)
+
+
+@dataclass
+class Catalog:
+    """Looks up instances by connectorId; reloads the file when its mtime changes."""
+
+    path: Path
+    _entries: Mapping[str, InstanceEntry] = field(default_factory=dict)
+    _mtime: float | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Catalog:
+        """Read ``path`` (a missing file is an empty catalog); invalid content is a ConfigError."""
+        catalog = cls(path)
+        catalog._reload(force=True)
+        return catalog
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[str, InstanceEntry]) -> Catalog:
+        """A fixed catalog (tests, demos)."""
+        return cls(Path("<in-memory catalog>"), dict(entries), -1.0)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def ids(self) -> list[str]:
+        """All configured connectorIds."""
+        return sorted(self._entries)
+
+    def get(self, connector_id: str) -> InstanceEntry:
+        """The entry for ``connector_id``; UnconfiguredInstance if there is none."""
+        self._reload()
+        entry = self._entries.get(connector_id)
+        if entry is None:
+            raise UnconfiguredInstance(
+                f"connectorId {connector_id!r} is not configured in {self.path} "
+                f"({len(self._entries)} instance(s) configured); add an [instances.\"{connector_id}\"] entry"
+            )
+        return entry
+
+    def _reload(self, *, force: bool = False) -> None:
+        if self._mtime == -1.0:
+            return
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._entries, self._mtime = {}, None
+            return
+        if not force and mtime == self._mtime:
+            return
+        try:
+            parsed = CatalogFile.model_validate(tomllib.loads(self.path.read_text()))
+        except (tomllib.TOMLDecodeError, ValidationError) as exc:
+            if force:
+                raise ConfigError(f"catalog {self.path} is invalid: {exc}") from exc
+            return  # keep serving the last good catalog; `crawl-worker check` reports the error
+        self._entries, self._mtime = parsed.instances, mtime

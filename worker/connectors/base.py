@@ -1,0 +1,99 @@
+"""The connector interface: a typed config, a typed versioned checkpoint, and bounded steps.
+
+A connector does a bounded amount of work per :meth:`Connector.run_step` (Onyx's
+``load_from_checkpoint`` pattern) and returns the documents it found plus the next checkpoint.
+The runner, not the connector, owns sinking, checkpoint persistence, progress, fencing and
+retries, so every connector is resumable by construction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from worker.documents import Document, ItemFailure
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Checkpoint(BaseModel):
+    """Base of every connector's checkpoint: JSON, versioned, and never holding secrets.
+
+    Subclasses bump ``schema_version`` when their fields change incompatibly; a stored
+    checkpoint of another version is discarded and the run starts fresh.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: ClassVar[int] = 1
+
+    has_more: bool = True
+
+
+ConfigT = TypeVar("ConfigT", bound=ConnectorConfig)
+CheckpointT = TypeVar("CheckpointT", bound=Checkpoint)
+
+
+class StepResult(BaseModel, Generic[CheckpointT]):
+    """What one step produced. ``processed`` counts items handled (emitted, unchanged or failed)."""
+
+    documents: list[Document] = Field(default_factory=list)
+    failures: list[ItemFailure] = Field(default_factory=list)
+    checkpoint: CheckpointT
+    processed: int = Field(0, ge=0)
+    total: int | None = Field(None, ge=0, description="Estimated items in the whole run, if known.")
+    stats: dict[str, int] = Field(default_factory=dict, description="Extra counters, e.g. robots_blocked.")
+    retry_after_s: float | None = Field(
+        None,
+        ge=0,
+        description="The source asked to come back later: the runner commits this step, then sends the job "
+        "back to delayed for this long without spending an attempt.",
+    )
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What the caller hands a connector: identity, credentials and a private data directory."""
+
+    connector_id: str
+    org_id: str
+    data_dir: Path
+    attempt: int = 1
+    credentials: Mapping[str, SecretStr] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Connector(ABC, Generic[ConfigT, CheckpointT]):
+    """Base class of all connectors. Subclasses set the three class attributes and ``run_step``."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[ConnectorConfig]]
+    checkpoint_model: ClassVar[type[Checkpoint]]
+
+    def __init__(self, config: ConfigT, context: ConnectorContext) -> None:
+        self.config = config
+        self.context = context
+
+    async def validate(self) -> None:
+        """Fail fast on bad config or credentials by raising a PermanentError (no-op by default)."""
+
+    def initial_checkpoint(self, previous: CheckpointT | None) -> CheckpointT:
+        """The starting point of a new run; ``previous`` is the last completed run's final checkpoint."""
+        del previous
+        return self.checkpoint_model()  # type: ignore[return-value]
+
+    @abstractmethod
+    async def run_step(self, checkpoint: CheckpointT) -> StepResult[CheckpointT]:
+        """Do a bounded amount of work from ``checkpoint`` and return what it produced."""
+
+    async def aclose(self) -> None:
+        """Release clients and files (no-op by default)."""

@@ -1,0 +1,156 @@
+"""Run records, leases and fencing epochs, in Redis, per connector instance (not per job id).
+
+Retries keep the job id, schedule ticks get new ids and ``removeOnComplete: 10`` prunes old
+jobs, so the state that lets a crawl resume lives under the instance:
+
+- ``<prefix>:<queue>:cw:run:<org>:<connector>:<connectorId>`` — a hash: ``epoch`` and ``record``
+  (JSON :class:`RunRecord`), expiring after the retention period;
+- ``<prefix>:<queue>:cw:lease:<org>:<connector>:<connectorId>`` — the lease token, with a TTL,
+  renewed alongside the job's lock.
+
+Taking the lease bumps the epoch; every write is fenced by (lease token, epoch) in one Lua
+call, so a worker that lost the instance to another can never overwrite its checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from worker.connections import RedisClient
+from worker.errors import LeaseLost
+
+RunStatus = Literal["running", "interrupted", "completed", "abandoned"]
+
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and string.sub(cur, 1, #ARGV[4]) ~= ARGV[4] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return epoch
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_SAVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[2], 'epoch')) ~= tonumber(ARGV[2]) then return -1 end
+redis.call('HSET', KEYS[2], 'record', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+
+class Counters(BaseModel):
+    """Cumulative counters of one run (they survive retries, so progress stays monotonic)."""
+
+    processed: int = 0
+    documents: int = 0
+    written: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    failures: int = 0
+    steps: int = 0
+
+
+class RunRecord(BaseModel):
+    """Everything needed to resume or continue a connector instance's crawl."""
+
+    run_id: str
+    status: RunStatus = "running"
+    config_hash: str
+    checkpoint_version: int = 1
+    checkpoint: dict[str, Any] | None = None
+    counters: Counters = Field(default_factory=Counters)
+    total: int | None = None
+    percentage: float = 0.0
+    commits: int = 0
+    commits_at_start: int = 0
+    no_progress_attempts: int = 0
+    attempts: int = 0
+    job_id: str | None = None
+    started_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    last_completed_checkpoint: dict[str, Any] | None = None
+    last_completed_version: int | None = None
+    last_completed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Exclusive right to crawl one instance: a token and the epoch it was granted at."""
+
+    key: str
+    token: str
+    epoch: int
+
+
+class RunStore:
+    """Reads and writes run records and leases for one queue."""
+
+    def __init__(self, client: RedisClient, *, prefix: str, queue: str, lease_ms: int, retention_s: int) -> None:
+        self._client = client
+        self._base = f"{prefix}:{queue}:cw"
+        self.lease_ms = lease_ms
+        self._retention_s = retention_s
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._save = client.register_script(_SAVE)
+
+    def _keys(self, instance: str) -> list[str]:
+        return [f"{self._base}:lease:{instance}", f"{self._base}:run:{instance}"]
+
+    async def acquire(self, instance: str, token: str, *, takeover_prefix: str | None = None) -> Lease | None:
+        """Take the instance's lease (bumping its epoch), or None if another holder has it.
+
+        A holder whose token starts with ``takeover_prefix`` is taken over: that is an earlier
+        attempt of the same job, which lost its BullMQ lock to us (stalled and recovered), so it
+        is dead or fenced off by the new epoch.
+        """
+        args: list[str | int] = [token, self.lease_ms, self._retention_s, takeover_prefix or token]
+        epoch = int(await self._acquire(keys=self._keys(instance), args=args))
+        return None if epoch < 0 else Lease(instance, token, epoch)
+
+    async def renew(self, lease: Lease) -> bool:
+        """Extend the lease; False when it was lost (expired and taken, or released)."""
+        return bool(await self._renew(keys=self._keys(lease.key)[:1], args=[lease.token, self.lease_ms]))
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease back (only if still ours)."""
+        await self._release(keys=self._keys(lease.key)[:1], args=[lease.token])
+
+    async def holder(self, instance: str) -> str | None:
+        """The token currently holding the instance, if any."""
+        value = await self._client.get(self._keys(instance)[0])
+        return None if value is None else str(value)
+
+    async def load(self, instance: str) -> RunRecord | None:
+        """The instance's run record, if one is stored."""
+        raw = await self._client.hget(self._keys(instance)[1], "record")
+        return RunRecord.model_validate_json(raw) if raw else None
+
+    async def save(self, lease: Lease, record: RunRecord) -> None:
+        """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost."""
+        record.updated_at = time.time()
+        result = int(
+            await self._save(
+                keys=self._keys(lease.key),
+                args=[lease.token, lease.epoch, record.model_dump_json(), self._retention_s],
+            )
+        )
+        if result != 1:
+            reason = "lease expired or taken" if result == 0 else "a newer epoch took over"
+            raise LeaseLost(f"instance {lease.key}: {reason}; this worker stops without writing")

@@ -1,0 +1,99 @@
+"""The default sink: one JSON Lines file per connector instance under the data directory.
+
+``<data_dir>/<org_id>/<connector>/<connector_id>/documents.jsonl``, one document (or tombstone)
+per line. Idempotent by document id: a document whose content hash (and deletion flag) matches
+the last line written for its id is not written again, so a replayed step after a crash adds
+nothing. The index is rebuilt from the file on first use; a torn last line is cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.documents import Document
+from worker.sinks.base import InstanceRef, Sink
+
+_SAFE = str.maketrans(dict.fromkeys('/\\:*?"<>|\x00', "_"))
+
+
+def _part(value: str) -> str:
+    cleaned = value.translate(_SAFE).strip(".") or "_"
+    return cleaned[:200]
+
+
+class JsonlSink(Sink):
+    """Appends documents to per-instance JSONL files, durably (fsync) and idempotently."""
+
+    name = "jsonl"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._index: dict[Path, dict[str, tuple[str | None, bool]]] = {}
+        self._sizes: dict[Path, int] = {}
+        self._locks: dict[Path, asyncio.Lock] = {}
+
+    def path_for(self, instance: InstanceRef) -> Path:
+        """Where ``instance``'s documents go."""
+        return (
+            self.data_dir
+            / _part(instance.org_id)
+            / _part(instance.connector)
+            / _part(instance.connector_id)
+            / "documents.jsonl"
+        )
+
+    async def write(self, instance: InstanceRef, documents: Sequence[Document]) -> int:
+        """Append the documents not already written with the same content; fsync before returning."""
+        path = self.path_for(instance)
+        lock = self._locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            return await asyncio.to_thread(self._write_sync, path, instance.run_id, documents)
+
+    def _write_sync(self, path: Path, run_id: str, documents: Sequence[Document]) -> int:
+        index = self._index.get(path)
+        if index is None or _size(path) != self._sizes.get(path):  # first use, or another process wrote
+            index = self._index[path] = _load_index(path)
+        lines = []
+        for doc in documents:
+            key = (doc.content_hash, doc.deleted)
+            if index.get(doc.id) == key:
+                continue
+            index[doc.id] = key
+            lines.append(json.dumps({"run_id": run_id, **doc.model_dump(mode="json")}, separators=(",", ":")))
+        if lines:
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._sizes[path] = _size(path)
+        return len(lines)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _load_index(path: Path) -> dict[str, tuple[str | None, bool]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    index: dict[str, tuple[str | None, bool]] = {}
+    if not path.exists():
+        return index
+    with path.open("rb+") as fh:
+        data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):  # a torn last line from a crash mid-write
+            fh.truncate(end)
+    for line in data[:end].splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        index[record["id"]] = (record.get("content_hash"), bool(record.get("deleted")))
+    return index
