@@ -1,0 +1,198 @@
+"""Process lifecycle: build the collaborators, start consuming, and shut down in order.
+
+Shutdown (arq's drain flag, dramatiq's two-stage termination):
+1. first SIGTERM/SIGINT: stop fetching; active jobs run on for up to ``drain_timeout_s``;
+2. then every active crawl is asked to hand off: it stops at its next checkpoint and goes back
+   to the queue at once without spending an attempt, so another replica resumes it in seconds;
+3. after ``handoff_timeout_s`` what is still running is cancelled (recovered later as stalled);
+4. a second signal skips straight to 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
+
+from worker.catalog import Catalog
+from worker.connections import RedisClient, make_client, redact_url
+from worker.connectors.registry import Registry, build_registry
+from worker.dispatch import Dispatcher
+from worker.logs import get_logger
+from worker.metrics import Metrics
+from worker.queue import QueueWorker
+from worker.runner import Runner
+from worker.runs import RunStore
+from worker.settings import Settings, environment_secret
+from worker.sinks.base import Sink
+from worker.sinks.jsonl import JsonlSink
+
+log = get_logger(__name__)
+
+RET_OK = 0  # drained and stopped cleanly
+RET_ERROR = 1  # unexpected error
+RET_CONFIG = 2  # invalid settings or catalog
+RET_CONNECT = 3  # Redis unreachable during start-up
+RET_FORCED = 4  # stopped by force: active jobs were cancelled (they will be recovered as stalled)
+
+StartHook = Callable[["App"], Awaitable[None]]
+
+
+@dataclass
+class App:
+    """One worker process. Collaborators may be injected (tests); the rest are built from Settings."""
+
+    settings: Settings
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    connectors: Registry | None = None
+    catalog: Catalog | None = None
+    sink: Sink | None = None
+    on_started: list[StartHook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self.draining = False
+        self.queue_worker: QueueWorker | None = None
+        self.metrics: Metrics | None = None
+        self.client: RedisClient | None = None
+
+    def request_stop(self) -> None:
+        """First call: graceful drain. Second call: stop now."""
+        if self._stop.is_set():
+            log.warning("shutdown.forced")
+            self._force.set()
+        else:
+            log.info("shutdown.requested", drain_timeout_s=self.settings.drain_timeout_s)
+            self._stop.set()
+
+    async def ready(self) -> tuple[bool, str]:
+        """Readiness: Redis answers and the worker is not draining."""
+        if self.draining:
+            return False, "draining"
+        if self.client is None:
+            return False, "starting"
+        try:
+            await asyncio.wait_for(self.client.ping(), timeout=1.0)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return False, f"redis unreachable: {type(exc).__name__}"
+        return True, "ok"
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self.client = make_client(s)
+        worker_client = make_client(s, max_connections=s.concurrency * 3 + 8)
+        try:
+            if not await self._wait_for_redis():
+                return RET_CONNECT
+            connectors = self.connectors or build_registry()
+            self.metrics = Metrics(
+                self.registry,
+                queue=s.queue_name,
+                connectors=[*connectors.names(), *s.known_connectors],
+                duration_buckets=s.duration_buckets,
+                wait_buckets=s.wait_buckets,
+            )
+            self.metrics.set_slots(s.concurrency)
+            store = RunStore(
+                self.client,
+                prefix=s.prefix,
+                queue=s.queue_name,
+                lease_ms=s.lock_duration_ms,
+                retention_s=s.run_retention_days * 86400,
+            )
+            runner = Runner(
+                store,
+                self.sink or JsonlSink(s.data_dir),
+                self.metrics,
+                max_no_progress_attempts=s.max_no_progress_attempts,
+                busy_delay_s=s.duplicate_run_delay_s,
+            )
+            dispatcher = Dispatcher(
+                s,
+                registry=connectors,
+                catalog=self.catalog or Catalog.load(s.catalog_file),
+                runner=runner,
+                metrics=self.metrics,
+                lookup_env=environment_secret,
+            )
+            metrics = self.metrics
+            self.queue_worker = QueueWorker(
+                s,
+                worker_client,
+                dispatcher.process,
+                on_stalled=lambda _job_id: metrics.stalled_recovered(),
+                on_failed_undecodable=lambda: metrics.job_failed_before_start("InvalidJobData"),
+            )
+            await self.queue_worker.start()
+            log.info(
+                "worker.started",
+                queue=s.queue_name,
+                prefix=s.prefix,
+                redis=redact_url(s.redis_url),
+                concurrency=s.concurrency,
+                connectors=connectors.names(),
+                worker_name=s.worker_name,
+            )
+            for hook in self.on_started:
+                await hook(self)
+            await self._stop.wait()
+            return await self._shutdown(self.queue_worker)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            with contextlib.suppress(Exception):
+                await worker_client.aclose()
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+
+    async def _wait_for_redis(self) -> bool:
+        assert self.client is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.redis_startup_timeout_s
+        delay = 0.2
+        while True:
+            try:
+                await self.client.ping()
+                return True
+            except (RedisError, OSError) as exc:
+                if loop.time() >= deadline or self._stop.is_set():
+                    log.error("redis.unreachable", redis=redact_url(self.settings.redis_url), error=str(exc))
+                    return False
+                log.warning("redis.waiting", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _shutdown(self, worker: QueueWorker) -> int:
+        s = self.settings
+        self.draining = True
+        if self.metrics:
+            self.metrics.draining.set(1)
+        drained = await self._race(worker.drain(s.drain_timeout_s))
+        if not drained and not self._force.is_set():
+            handed = worker.request_handoff()
+            log.info("shutdown.handoff", active=handed, timeout_s=s.handoff_timeout_s)
+            drained = await self._race(worker.drain(s.handoff_timeout_s))
+        await worker.close(force=not drained)
+        log.info("worker.stopped", drained=drained)
+        return RET_OK if drained else RET_FORCED
+
+    async def _race(self, waiting: Awaitable[bool]) -> bool:
+        """Await ``waiting`` unless a second signal comes first (then False)."""
+        task = asyncio.ensure_future(waiting)
+        forced = asyncio.ensure_future(self._force.wait())
+        done, _ = await asyncio.wait({task, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        return False

@@ -1,0 +1,143 @@
+"""The ``crawl-worker`` command: parse, load Settings once, configure logging, call the app.
+
+Exit codes: 0 ok, 1 error (``check``: a check failed), 2 invalid configuration,
+3 Redis unreachable at start-up, 4 stopped by force (see ``worker.app``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker import __version__
+from worker.app import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, App
+from worker.catalog import Catalog
+from worker.connections import make_client, redact_url
+from worker.connectors.registry import build_registry
+from worker.demo import run_demo
+from worker.errors import ConfigError, CrawlWorkerError
+from worker.logs import configure, get_logger
+from worker.models import CrawlingJobData, ScheduleType
+from worker.queue import JobQueue, producer_job_options
+from worker.settings import Settings, load
+
+log = get_logger("worker.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(prog="crawl-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"crawl-worker {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML settings file (also CRAWL_WORKER_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="consume crawl jobs until stopped")
+    run.add_argument(
+        "--demo", action="store_true", help="start an embedded Redis if none is reachable; enqueue a demo crawl"
+    )
+
+    sub.add_parser("check", help="validate configuration and catalog, and check Redis; exit 0 or 1")
+    sub.add_parser("connectors", help="list installed connectors and their config fields")
+
+    enqueue = sub.add_parser("enqueue", help="add a PipesHub-shaped crawl job with the producer's options")
+    enqueue.add_argument("--connector", required=True)
+    enqueue.add_argument("--connector-id", required=True)
+    enqueue.add_argument("--org-id", default="org-demo")
+    enqueue.add_argument("--user-id", default="user-demo")
+    enqueue.add_argument("--schedule-type", default="hourly", choices=[t.value for t in ScheduleType])
+    enqueue.add_argument("--job-id", help="custom jobId (one-off jobs: crawl-<connector>-<id>-<orgId>)")
+    enqueue.add_argument("--delay-ms", type=int, default=0)
+    enqueue.add_argument("--attempts", type=int, default=3)
+    enqueue.add_argument("--priority", type=int, default=5)
+    return parser
+
+
+async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
+    name, data = CrawlingJobData.for_instance(
+        args.connector, args.connector_id, org_id=args.org_id, user_id=args.user_id, schedule_type=args.schedule_type
+    ).to_job()
+    opts = producer_job_options(attempts=args.attempts, priority=args.priority, delay_ms=args.delay_ms)
+    if args.job_id:
+        opts["jobId"] = args.job_id
+    queue = JobQueue(settings, make_client(settings))
+    try:
+        job_id = await queue.add(name, data, opts)
+    finally:
+        await queue.close()
+    print(json.dumps({"id": job_id, "name": name, "queue": settings.queue_name}))
+    return RET_OK
+
+
+async def _check(settings: Settings) -> int:
+    ok = True
+    registry = build_registry()
+    try:
+        catalog = Catalog.load(settings.catalog_file)
+    except ConfigError as exc:
+        print(f"FAIL catalog: {exc}")
+        return RET_ERROR
+    print(f"ok   settings (queue {settings.queue_name!r}, prefix {settings.prefix!r})")
+    for connector_id in catalog.ids():
+        entry = catalog.get(connector_id)
+        try:
+            cls = registry.get(entry.connector)
+            cls.config_model.model_validate(entry.config)
+            print(f"ok   catalog {connector_id}: {entry.connector_key}")
+        except (CrawlWorkerError, ValueError) as exc:
+            ok = False
+            print(f"FAIL catalog {connector_id}: {exc}")
+    client = make_client(settings)
+    try:
+        await asyncio.wait_for(client.ping(), timeout=settings.redis_connect_timeout_s)
+        print(f"ok   redis {redact_url(settings.redis_url)}")
+    except Exception as exc:
+        ok = False
+        print(f"FAIL redis {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}")
+    finally:
+        await client.aclose()
+    return RET_OK if ok else RET_ERROR
+
+
+def _connectors() -> int:
+    for name, cls in build_registry().items():
+        model_fields = cls.config_model.model_fields.items()
+        fields = ", ".join(f"{key}{'' if f.is_required() else '=' + repr(f.default)}" for key, f in model_fields)
+        print(f"{name:12} {cls.__module__}.{cls.__name__}\n{'':12} config: {fields}")
+    return RET_OK
+
+
+async def _run(settings: Settings, demo: bool) -> int:
+    return await (run_demo(settings) if demo else App(settings).run())
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
+    """Entry point of the ``crawl-worker`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        print(f"crawl-worker: {exc}", file=sys.stderr)
+        return RET_CONFIG
+    configure(settings.log_level, settings.log_format)
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(settings, args.demo))
+        if args.command == "check":
+            return asyncio.run(_check(settings))
+        if args.command == "connectors":
+            return _connectors()
+        if args.command == "enqueue":
+            return asyncio.run(_enqueue(settings, args))
+    except ConfigError as exc:
+        print(f"crawl-worker: {exc}", file=sys.stderr)
+        return RET_CONFIG
+    except KeyboardInterrupt:
+        return RET_ERROR
+    except OSError as exc:
+        print(f"crawl-worker: {exc}", file=sys.stderr)
+        return RET_CONNECT
+    return RET_ERROR

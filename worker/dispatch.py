@@ -1,0 +1,227 @@
+"""Job -> validated data -> catalog entry -> connector instance -> runner -> JSON summary.
+
+The queue adapter hands every job over as an :class:`ActiveJob` (our type, not bullmq's) and
+maps the errors raised here onto bullmq's retry semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from worker.catalog import Catalog, EnvLookup
+from worker.connectors.base import ConnectorContext
+from worker.connectors.registry import Registry
+from worker.errors import (
+    HandOff,
+    InstanceBusy,
+    InvalidConnectorConfig,
+    InvalidJobData,
+    LeaseLost,
+    PermanentError,
+    RetryLater,
+    UnconfiguredInstance,
+    error_class,
+)
+from worker.logs import get_logger
+from worker.metrics import Metrics
+from worker.models import CrawlingJobData, JobOutcome, job_name
+from worker.progress import ProgressReporter, ProgressWriter
+from worker.runner import CrawlRequest, Runner
+from worker.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def _no_log(_: str) -> None:
+    return None
+
+
+@dataclass
+class ActiveJob:
+    """A job being processed, as the queue adapter presents it."""
+
+    id: str
+    name: str
+    data: Any
+    attempts_made: int
+    max_attempts: int
+    timestamp_ms: int
+    delay_ms: int
+    update_progress: ProgressWriter
+    log: Callable[[str], Awaitable[None]] = _no_log
+    handoff: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, from 1."""
+        return self.attempts_made + 1
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:8]:
+        where = ".".join(str(p) for p in err["loc"]) or "data"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_job_data(job: ActiveJob, max_bytes: int) -> CrawlingJobData:
+    """Validate the job's data against the crawl job contract (InvalidJobData otherwise)."""
+    if not isinstance(job.data, dict):
+        raise InvalidJobData(f"job data must be a JSON object, got {type(job.data).__name__}")
+    size = len(json.dumps(job.data, separators=(",", ":")))
+    if size > max_bytes:
+        raise InvalidJobData(f"job data is {size} bytes, above job_data_max_bytes={max_bytes}")
+    try:
+        data = CrawlingJobData.model_validate(job.data)
+    except ValidationError as exc:
+        raise InvalidJobData(f"invalid crawl job data: {_describe(exc)}") from None
+    expected = job_name(data.connector, data.connector_id)
+    if job.name.startswith("crawl-") and job.name != expected:
+        raise InvalidJobData(
+            f"job name {job.name!r} does not match its data (expected {expected!r} from connector/connectorId)"
+        )
+    return data
+
+
+class Dispatcher:
+    """Processes one job end to end. One instance per process, shared by all jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Registry,
+        catalog: Catalog,
+        runner: Runner,
+        metrics: Metrics | None,
+        lookup_env: EnvLookup,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.catalog = catalog
+        self.runner = runner
+        self.metrics = metrics
+        self.lookup_env = lookup_env
+        self.worker_name = settings.worker_name
+
+    async def process(self, job: ActiveJob) -> dict[str, Any]:
+        """Run ``job``; return its JSON summary or raise an error from ``worker.errors``."""
+        started = time.monotonic()
+        connector = "other"
+        with structlog.contextvars.bound_contextvars(job_id=job.id, attempt=job.attempt):
+            try:
+                data = parse_job_data(job, self.settings.job_data_max_bytes)
+                connector = data.connector_key
+                with structlog.contextvars.bound_contextvars(connector=connector, connector_id=data.connector_id):
+                    self._started(job, connector)
+                    outcome = await self._run(job, data)
+                    self._finished(job, connector, "completed", started)
+                    log.info("job.completed", documents=outcome.documents, duration_ms=outcome.duration_ms)
+                    await job.log(f"completed: {outcome.documents} documents, {outcome.failures} failures")
+                    return outcome.model_dump(mode="json", exclude_none=True)
+            except BaseException as exc:
+                self._on_error(job, connector, exc, started)
+                raise
+
+    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> JobOutcome:
+        cls = self.registry.get(data.connector_key)
+        entry = self.catalog.get(data.connector_id)
+        if entry.connector_key != data.connector_key:
+            raise UnconfiguredInstance(
+                f"connectorId {data.connector_id!r} is configured as connector {entry.connector_key!r}, "
+                f"but the job says {data.connector_key!r}"
+            )
+        if entry.org_id is not None and entry.org_id != data.org_id:
+            raise UnconfiguredInstance(f"connectorId {data.connector_id!r} is not configured for org {data.org_id!r}")
+        try:
+            config = cls.config_model.model_validate(entry.config)
+        except ValidationError as exc:
+            raise InvalidConnectorConfig(
+                f"catalog entry {data.connector_id!r} is not a valid {data.connector_key} config: {_describe(exc)}"
+            ) from None
+        context = ConnectorContext(
+            connector_id=data.connector_id,
+            org_id=data.org_id,
+            data_dir=Path(self.settings.data_dir) / "blobs" / data.connector_key / data.connector_id,
+            attempt=job.attempt,
+            credentials=entry.resolve_secrets(self.lookup_env),
+        )
+        instance = cls(config, context)
+        request = CrawlRequest(
+            org_id=data.org_id,
+            connector=data.connector_key,
+            connector_id=data.connector_id,
+            config_hash=entry.config_hash(),
+            job_id=job.id,
+            attempt=job.attempt,
+            lease_token=f"job:{job.id}|{self.worker_name}|{uuid.uuid4().hex[:8]}",
+        )
+        progress = ProgressReporter(
+            job.update_progress, fmt=self.settings.progress_format, interval_s=self.settings.progress_interval_s
+        )
+        try:
+            await instance.validate()
+            return await self.runner.run(request, instance, progress, job.handoff)
+        except InstanceBusy as exc:
+            if self.settings.duplicate_run_policy != "skip":
+                raise
+            return JobOutcome(
+                status="skipped",
+                connector=request.connector,
+                connector_id=request.connector_id,
+                run_id="",
+                reason=str(exc),
+            )
+        finally:
+            await instance.aclose()
+
+    def _started(self, job: ActiveJob, connector: str) -> None:
+        wait_s = None
+        if job.attempts_made == 0:
+            wait_s = time.time() - (job.timestamp_ms + job.delay_ms) / 1000
+        log.info("job.started", name=job.name)
+        if self.metrics:
+            self.metrics.job_started(connector, wait_s)
+
+    def _finished(
+        self, job: ActiveJob, connector: str, outcome: str, started: float, error: str | None = None
+    ) -> None:
+        if self.metrics:
+            attempts = job.attempt if outcome in {"completed", "failed"} else None
+            self.metrics.job_finished(
+                connector, outcome, time.monotonic() - started, error_class=error, attempts=attempts
+            )
+
+    def _on_error(self, job: ActiveJob, connector: str, exc: BaseException, started: float) -> None:
+        """Log and count an error with the outcome bullmq will give it."""
+        cls = error_class(exc)
+        if isinstance(exc, LeaseLost | asyncio.CancelledError):
+            log.warning("job.abandoned", reason=str(exc) or type(exc).__name__)
+            if connector != "other":
+                self._finished(job, connector, "abandoned", started)
+            return
+        if isinstance(exc, RetryLater):
+            reason = "handoff" if isinstance(exc, HandOff) else "busy" if isinstance(exc, InstanceBusy) else "later"
+            log.info("job.delayed", reason=reason, delay_s=exc.delay_s, message=str(exc))
+            if self.metrics:
+                self.metrics.job_delayed(connector, reason)
+            self._finished(job, connector, "handed_off" if reason == "handoff" else "delayed", started)
+            return
+        final = isinstance(exc, PermanentError) or not isinstance(exc, Exception) or job.attempt >= job.max_attempts
+        outcome = "failed" if final else "retried"
+        log.warning("job.failed" if final else "job.retrying", error=str(exc), error_class=cls)
+        if connector == "other" and self.metrics:
+            self.metrics.job_failed_before_start(cls)
+        else:
+            self._finished(job, connector, outcome, started, cls)

@@ -1,0 +1,250 @@
+"""The only module that imports bullmq: worker construction, options and error mapping.
+
+What this adapter fixes or adds over the Python port (see shared/research/bullmq-python.md):
+- a pooled, decoded Redis client with a socket timeout above the longest blocking read,
+  so an idle worker never sleeps through due jobs (the redis-py 8 trap);
+- the stalled check also runs at start-up (the port waits a full interval first);
+- the client name Node BullMQ looks for (``<prefix>:<base64(queue)>:w:<name>``), so Node
+  ``getWorkers()`` and bull-board list our workers;
+- the blocking connection is probed, so delays and backoffs are not rounded up to whole seconds;
+- job data that is not JSON fails the job at once with a clear reason instead of looping
+  through lock expiry and stall recovery;
+- our error hierarchy mapped onto ``UnrecoverableError`` / ``DelayedError`` in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bullmq import Job, Queue, Worker
+from bullmq.custom_errors import DelayedError, UnrecoverableError
+
+from worker.connections import RedisClient
+from worker.dispatch import ActiveJob
+from worker.errors import LeaseLost, PermanentError, RetryLater
+from worker.logs import get_logger
+from worker.settings import Settings
+
+log = get_logger(__name__)
+
+Handler = Callable[[ActiveJob], Awaitable[dict[str, Any]]]
+
+
+def node_client_name(prefix: str, queue: str, worker_name: str) -> str:
+    """The client name Node BullMQ's ``getWorkers()`` recognises."""
+    encoded = base64.b64encode(queue.encode()).decode()
+    return f"{prefix}:{encoded}:w:{worker_name}"
+
+
+def producer_job_options(
+    *, attempts: int = 3, backoff_ms: int = 5000, priority: int = 5, keep: int = 10, delay_ms: int = 0
+) -> dict[str, Any]:
+    """The options PipesHub's producer sets on every crawl job."""
+    opts: dict[str, Any] = {
+        "attempts": attempts,
+        "backoff": {"type": "exponential", "delay": backoff_ms},
+        "priority": priority,
+        "removeOnComplete": keep,
+        "removeOnFail": keep,
+    }
+    if delay_ms:
+        opts["delay"] = delay_ms
+    return opts
+
+
+class _Worker(Worker):  # type: ignore[misc]
+    """bullmq's Worker, made to fail undecodable jobs instead of dropping them on the floor."""
+
+    async def nextJobFromJobData(  # noqa: N802 - bullmq's method name
+        self,
+        job_data: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        limit_until: int = 0,
+        delay_until: int = 0,
+        token: str | None = None,
+    ) -> Job | None:
+        try:
+            return await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
+        except (ValueError, TypeError) as exc:
+            if not job_data:
+                raise
+            reason = f"job data or options are not valid JSON ({type(exc).__name__}: {exc})"
+            patched = {**job_data, "data": "null", "opts": _safe_json(job_data.get("opts"), "{}")}
+            job: Job | None = await super().nextJobFromJobData(patched, job_id, limit_until, delay_until, token)
+            if job is not None:
+                job.deferredFailure = reason
+                job.opts["attempts"] = 1
+            log.warning("job.undecodable", job_id=job_id, reason=reason)
+            return job
+
+
+def _safe_json(raw: Any, default: str) -> str:
+    try:
+        json.loads(raw)
+    except (TypeError, ValueError):
+        return default
+    return str(raw)
+
+
+class QueueWorker:
+    """Consumes the crawl queue: one bullmq Worker, our handler, our shutdown sequence."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: RedisClient,
+        handler: Handler,
+        *,
+        on_stalled: Callable[[str], None] | None = None,
+        on_failed_undecodable: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self._handler = handler
+        self._on_stalled = on_stalled
+        self._on_failed_undecodable = on_failed_undecodable
+        self._worker: _Worker | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._handoffs: dict[str, asyncio.Event] = {}
+
+    @property
+    def active(self) -> int:
+        """Jobs in progress now."""
+        return len(self._handoffs)
+
+    def _options(self) -> dict[str, Any]:
+        s = self.settings
+        opts: dict[str, Any] = {
+            "connection": self._client,
+            "prefix": s.prefix,
+            "concurrency": s.concurrency,
+            "lockDuration": s.lock_duration_ms,
+            "stalledInterval": s.stalled_interval_ms,
+            "maxStalledCount": s.max_stalled_count,
+            "runRetryDelay": s.redis_retry_delay_ms,
+            "name": s.worker_name,
+            "autorun": False,
+        }
+        if s.remove_on_complete is not None:
+            opts["removeOnComplete"] = {"count": s.remove_on_complete}
+        if s.remove_on_fail is not None:
+            opts["removeOnFail"] = {"count": s.remove_on_fail}
+        return opts
+
+    async def start(self) -> None:
+        """Create the worker, recover stalled jobs now, and start fetching."""
+        worker = _Worker(self.settings.queue_name, self._process, self._options())
+        worker.clientName = node_client_name(self.settings.prefix, self.settings.queue_name, self.settings.worker_name)
+        worker.on("stalled", self._stalled)
+        worker.on("error", self._error)
+        worker.on("failed", self._failed)
+        self._worker = worker
+        # The port never probes its blocking connection, so it rounds every block timeout up to whole
+        # seconds (delays of 200 ms ran after ~1.07 s). Probing it lets delays run to the millisecond.
+        await worker.blockingRedisConnection.getRedisVersion()
+        await self.check_stalled()
+        self._run_task = asyncio.create_task(worker.run(), name="bullmq-worker")
+
+    async def check_stalled(self) -> None:
+        """Run bullmq's stalled-job check once (also done every stalled interval)."""
+        if self._worker is not None:
+            await self._worker.runStalledJobsCheck()
+
+    def _stalled(self, job_id: str, *_: Any) -> None:
+        log.warning("job.stalled_recovered", job_id=job_id)
+        if self._on_stalled:
+            self._on_stalled(job_id)
+
+    def _error(self, err: BaseException, *_: Any) -> None:
+        log.error("worker.error", error=str(err), error_type=type(err).__name__)
+
+    def _failed(self, job: Job, *_: Any) -> None:
+        if job.deferredFailure and self._on_failed_undecodable:
+            self._on_failed_undecodable()
+
+    async def _process(self, job: Job, token: str) -> dict[str, Any]:
+        handoff = asyncio.Event()
+        self._handoffs[job.id] = handoff
+
+        async def update_progress(value: float | dict[str, Any]) -> None:
+            log.info("job.progress", job_id=job.id, progress=value)
+            await job.updateProgress(value)
+
+        active = ActiveJob(
+            id=job.id,
+            name=job.name or "",
+            data=job.data,
+            attempts_made=job.attemptsMade,
+            max_attempts=max(1, int(job.opts.get("attempts") or 1)),
+            timestamp_ms=job.timestamp,
+            delay_ms=int(job.delay or 0),
+            update_progress=update_progress,
+            log=job.log,
+            handoff=handoff,
+        )
+        try:
+            return await self._handler(active)
+        except PermanentError as exc:
+            raise UnrecoverableError(str(exc)) from exc
+        except RetryLater as exc:
+            await job.moveToDelayed(round((time.time() + exc.delay_s) * 1000), token)
+            raise DelayedError(str(exc)) from exc
+        except LeaseLost as exc:
+            raise DelayedError(str(exc)) from exc  # another worker owns the job now: leave it alone
+        finally:
+            self._handoffs.pop(job.id, None)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop fetching and wait up to ``timeout_s`` for active jobs; True if all finished."""
+        if self._worker is None:
+            return True
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._worker.close(), name="bullmq-close")
+        done, _ = await asyncio.wait({self._close_task}, timeout=timeout_s)
+        return bool(done)
+
+    def request_handoff(self) -> int:
+        """Ask every active crawl to stop at its next checkpoint and go back to the queue."""
+        for event in self._handoffs.values():
+            event.set()
+        return len(self._handoffs)
+
+    async def close(self, *, force: bool = False) -> None:
+        """Close the worker; ``force`` cancels active jobs (they are recovered as stalled)."""
+        worker = self._worker
+        if worker is None:
+            return
+        if force:
+            worker.forceClosing = True
+            worker.cancelProcessing()
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(worker.close(force=force), name="bullmq-close")
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._close_task), timeout=10)
+        if self._run_task is not None:
+            self._run_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._run_task
+
+
+class JobQueue:
+    """Producer-side access to a queue: add crawl jobs (enqueue command, demo, tests). Owns ``client``."""
+
+    def __init__(self, settings: Settings, client: RedisClient, name: str | None = None) -> None:
+        self._queue = Queue(name or settings.queue_name, {"connection": client, "prefix": settings.prefix})
+
+    async def add(self, name: str, data: Any, opts: dict[str, Any]) -> str:
+        """Add one job; returns its id."""
+        job = await self._queue.add(name, data, opts)
+        return str(job.id)
+
+    async def close(self) -> None:
+        """Close the queue's connections."""
+        await self._queue.close()
