@@ -1,0 +1,76 @@
+"""The filesystem connector: documents, cursor checkpoints, incremental runs, deletions, guards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from worker.connectors.base import ConnectorContext
+from worker.connectors.filesystem import FilesystemCheckpoint, FilesystemConfig, FilesystemConnector
+from worker.documents import Document
+
+
+async def crawl(root: Path, previous: FilesystemCheckpoint | None = None, **config: object) -> tuple[
+    list[Document], FilesystemCheckpoint, int
+]:
+    """Run a whole crawl step by step, rebuilding the connector from JSON between steps (as a resume does)."""
+    cfg = FilesystemConfig(root=root, **config)  # type: ignore[arg-type]
+    ctx = ConnectorContext(connector_id="fs", org_id="o", data_dir=root / ".blobs")
+    checkpoint = FilesystemConnector(cfg, ctx).initial_checkpoint(previous)
+    docs: list[Document] = []
+    steps = 0
+    while checkpoint.has_more:
+        connector = FilesystemConnector(cfg, ctx)
+        step = await connector.run_step(FilesystemCheckpoint.model_validate_json(checkpoint.model_dump_json()))
+        docs.extend(step.documents)
+        checkpoint = step.checkpoint
+        steps += 1
+    return docs, checkpoint, steps
+
+
+async def test_one_document_per_file_with_stable_ids(tmp_path: Path) -> None:
+    """Text files are inlined, binaries referenced; ids are stable across runs; steps follow batch_size."""
+    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("# title")
+    (tmp_path / "c.bin").write_bytes(b"\x00\xff" * 10)
+    docs, _, steps = await crawl(tmp_path, batch_size=2)
+    assert steps == 2
+    by_name = {Path(d.source).name: d for d in docs}
+    assert by_name["a.txt"].text == "hello"
+    assert by_name["a.txt"].mime_type == "text/plain"
+    assert by_name["c.bin"].text is None
+    assert by_name["c.bin"].content_ref == by_name["c.bin"].source
+    assert by_name["c.bin"].size == 20
+    again, _, _ = await crawl(tmp_path)
+    assert {d.id for d in again} == {d.id for d in docs}
+
+
+async def test_incremental_run_emits_only_changes_and_deletions(tmp_path: Path) -> None:
+    """A second run emits the changed and the new file and a tombstone for the deleted one."""
+    for name in "abc":
+        (tmp_path / f"{name}.txt").write_text(name)
+    _, final, _ = await crawl(tmp_path)
+    (tmp_path / "a.txt").write_text("changed!")
+    (tmp_path / "b.txt").unlink()
+    (tmp_path / "d.txt").write_text("new")
+    docs, _, _ = await crawl(tmp_path, previous=final)
+    summary = sorted((Path(d.source).name, d.deleted) for d in docs)
+    assert summary == [("a.txt", False), ("b.txt", True), ("d.txt", False)]
+
+
+async def test_globs_size_limit_and_symlink_loop(tmp_path: Path) -> None:
+    """Include/exclude globs apply, oversized files are failures, a symlink loop is walked once."""
+    (tmp_path / "keep.txt").write_text("k")
+    (tmp_path / "skip.log").write_text("s")
+    (tmp_path / "big.txt").write_text("x" * 5000)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "in.txt").write_text("i")
+    os.symlink(tmp_path, tmp_path / "dir" / "loop")
+    cfg = FilesystemConfig(root=tmp_path, include=["*.txt", "**/*.txt"], exclude=["*.log"], max_file_size=1000,
+                           follow_symlinks=True)
+    ctx = ConnectorContext(connector_id="fs", org_id="o", data_dir=tmp_path / ".blobs")
+    step = await FilesystemConnector(cfg, ctx).run_step(FilesystemConnector(cfg, ctx).initial_checkpoint(None))
+    names = sorted(Path(d.source).name for d in step.documents)
+    assert names == ["in.txt", "keep.txt"]
+    assert [Path(f.source).name for f in step.failures] == ["big.txt"]

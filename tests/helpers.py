@@ -1,0 +1,110 @@
+"""Test helpers: run the real App in-process, add producer-shaped jobs, wait for conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from bullmq import Queue
+from prometheus_client import CollectorRegistry
+
+from worker.app import App
+from worker.catalog import Catalog, InstanceEntry
+from worker.documents import Document
+from worker.models import CrawlingJobData
+from worker.queue import producer_job_options
+from worker.settings import Settings
+from worker.sinks.base import InstanceRef, Sink
+
+
+def catalog_of(**instances: dict[str, Any]) -> Catalog:
+    """A fixed catalog: connectorId -> {connector, config, ...}."""
+    return Catalog.from_entries({cid: InstanceEntry(**entry) for cid, entry in instances.items()})
+
+
+def crawl_job(connector: str, connector_id: str, org_id: str = "org-1") -> tuple[str, dict[str, Any]]:
+    """(name, data) exactly as PipesHub's producer builds them."""
+    return CrawlingJobData.for_instance(connector, connector_id, org_id=org_id, user_id="user-1").to_job()
+
+
+def open_queue(settings: Settings) -> Queue:
+    """A bullmq Queue on the test's queue (closed by the caller)."""
+    return Queue(settings.queue_name, {"connection": settings.redis_url, "prefix": settings.prefix})
+
+
+async def add_crawl(queue: Queue, connector: str, connector_id: str, **opts: Any) -> str:
+    """Add a PipesHub-shaped crawl job with the producer's options (overridable)."""
+    name, data = crawl_job(connector, connector_id)
+    options = {**producer_job_options(), **opts}
+    job = await queue.add(name, data, options)
+    return str(job.id)
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def wait_state(queue: Queue, job_id: str, states: Sequence[str], timeout: float = 20.0) -> str:
+    """Wait until the job reaches one of ``states``; returns the state."""
+
+    async def check() -> str | None:
+        state = await queue.getJobState(job_id)
+        return str(state) if state in states else None
+
+    result: str = await wait_for(check, timeout, what=f"job {job_id} to reach {states}")
+    return result
+
+
+@contextlib.asynccontextmanager
+async def running_app(
+    settings: Settings, catalog: Catalog, *, sink: Sink | None = None, registry: CollectorRegistry | None = None
+) -> AsyncIterator[App]:
+    """Run the real worker App in this event loop; stop it gracefully on exit."""
+    app = App(settings, registry=registry or CollectorRegistry(), catalog=catalog, sink=sink)
+    started = asyncio.Event()
+
+    async def mark(_: App) -> None:
+        started.set()
+
+    app.on_started.append(mark)
+    task = asyncio.create_task(app.run())
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        raise AssertionError(f"worker exited during start-up with {task.result()}")
+    try:
+        yield app
+    finally:
+        app.request_stop()
+        await asyncio.wait_for(task, timeout=60)
+
+
+class RecordingSink(Sink):
+    """A sink that records every batch with the time it arrived (for ordering assertions)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, InstanceRef, list[Document]]] = []
+
+    async def write(self, instance: InstanceRef, documents: Sequence[Document]) -> int:
+        """Record the batch."""
+        self.batches.append((time.monotonic(), instance, list(documents)))
+        return len(documents)
+
+    def ids(self) -> list[str]:
+        """Every document id written, in order."""
+        return [doc.id for _, _, docs in self.batches for doc in docs]

@@ -1,0 +1,83 @@
+"""Bad input never crashes the worker or loses a job: each malformed job fails at once with a clear reason."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bullmq import Queue
+
+from tests.helpers import catalog_of, crawl_job, open_queue, running_app, wait_state
+from worker.settings import Settings
+
+GOOD = {"connector": "mock", "config": {"items": 3}}
+
+
+def _data(**changes: Any) -> dict[str, Any]:
+    _, data = crawl_job("mock", "good")
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key)
+        else:
+            data[key] = value
+    return data
+
+
+# name, data, expected fragment of failedReason
+CASES: list[tuple[str, Any, str]] = [
+    ("crawl-mock-good", _data(connectorId=...), "connectorId: Field required"),
+    ("crawl-mock-good", _data(orgId=12345), "orgId: Input should be a valid string"),
+    ("crawl-mock-good", _data(timestamp="yesterday"), "timestamp: Input should be a valid integer"),
+    ("crawl-mock-good", _data(scheduleConfig={"isEnabled": True}), "scheduleConfig.scheduleType: Field required"),
+    ("crawl-mock-good", _data(scheduleConfig={"scheduleType": "sometimes"}), "scheduleConfig.scheduleType"),
+    ("crawl-mock-good", _data(scheduleConfig={"scheduleType": "daily", "hour": 25}), "scheduleConfig.hour"),
+    ("crawl-nope-good", _data(connector="nope"), "connector 'nope' is not installed (installed:"),
+    ("crawl-mock-missing", _data(connectorId="missing"), "connectorId 'missing' is not configured"),
+    ("crawl-mock-good", _data(metadata={"blob": "x" * 300_000}), "above job_data_max_bytes=200000"),
+    ("crawl-mock-good", ["not", "an", "object"], "job data must be a JSON object, got list"),
+    ("crawl-mock-good", "just a string", "job data must be a JSON object, got str"),
+    ("crawl-web-good", _data(), "does not match its data (expected 'crawl-mock-good'"),
+    ("crawl-mock-badcfg", _data(connectorId="badcfg"), "is not a valid mock config: items:"),
+    ("crawl-mock-webcfg", _data(connectorId="webcfg"), "configured as connector 'filesystem', but the job says 'mock'"),
+]
+
+
+async def _add_all(queue: Queue, redis_client: Any, settings: Settings) -> tuple[list[str], str, str]:
+    opts = {"attempts": 3, "backoff": {"type": "exponential", "delay": 1000}, "removeOnFail": False}
+    ids = [str((await queue.add(name, data, opts)).id) for name, data, _ in CASES]
+    corrupt = str((await queue.add("crawl-mock-good", _data(), opts)).id)
+    await redis_client.hset(f"{settings.prefix}:{settings.queue_name}:{corrupt}", "data", "{not json at all")
+    good_name, good_data = crawl_job("mock", "good")
+    good = str((await queue.add(good_name, good_data, {**opts, "removeOnComplete": False})).id)
+    return ids, corrupt, good
+
+
+async def test_malformed_jobs_fail_fast_and_a_good_job_still_completes(
+    make_settings: Callable[..., Settings], redis_client: Any
+) -> None:
+    """Fifteen malformed jobs each fail on attempt 1 with a specific reason; the good job behind them completes."""
+    settings = make_settings(job_data_max_bytes=200_000, concurrency=2)
+    catalog = catalog_of(
+        good=GOOD,
+        badcfg={"connector": "mock", "config": {"items": "many"}},
+        webcfg={"connector": "filesystem", "config": {"root": "/tmp"}},
+    )
+    queue = open_queue(settings)
+    try:
+        ids, corrupt, good = await _add_all(queue, redis_client, settings)
+        async with running_app(settings, catalog) as app:
+            assert await wait_state(queue, good, ["completed", "failed"], timeout=30) == "completed"
+            for job_id in [*ids, corrupt]:
+                await wait_state(queue, job_id, ["failed"], timeout=10)
+            assert app.queue_worker is not None
+            assert app.queue_worker.active == 0
+        for job_id, (_, _, expected) in zip(ids, CASES, strict=True):
+            job = await queue.getJob(job_id)
+            assert expected in job.failedReason, (job_id, job.failedReason)
+            assert job.attemptsMade == 1, (job_id, job.failedReason)
+        raw = await redis_client.hgetall(f"{settings.prefix}:{settings.queue_name}:{corrupt}")
+        assert "not valid JSON" in raw["failedReason"]
+        assert raw["atm"] == "1"
+        assert raw["data"] == "{not json at all", "the original payload is kept for inspection"
+    finally:
+        await queue.close()

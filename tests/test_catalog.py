@@ -1,0 +1,55 @@
+"""Catalog: instances by connectorId, secrets by reference, reload on change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from worker.catalog import Catalog
+from worker.errors import ConfigError, CredentialsError, UnconfiguredInstance
+
+
+def test_lookup_secrets_and_reload(tmp_path: Path) -> None:
+    """Entries resolve secrets from env or files at use; an edited file is picked up without a restart."""
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("s3cret\n")
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[instances."a"]\nconnector = "Local FS"\nconfig = { root = "/x" }\n'
+        f'secrets = {{ token = {{ env = "TOKEN_A" }}, pw = {{ file = "{secret_file}" }} }}\n'
+    )
+    catalog = Catalog.load(path)
+    entry = catalog.get("a")
+    assert entry.connector_key == "local-fs"
+    secrets = entry.resolve_secrets({"TOKEN_A": "t0k"}.get)
+    assert secrets["token"].get_secret_value() == "t0k"
+    assert secrets["pw"].get_secret_value() == "s3cret"
+    assert "t0k" not in repr(secrets)
+    with pytest.raises(CredentialsError, match="TOKEN_A is not set"):
+        entry.resolve_secrets({}.get)
+    with pytest.raises(UnconfiguredInstance, match="'b' is not configured"):
+        catalog.get("b")
+    path.write_text(path.read_text() + '[instances."b"]\nconnector = "web"\n')
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))
+    assert catalog.get("b").connector_key == "web"
+
+
+def test_invalid_catalog_is_a_config_error(tmp_path: Path) -> None:
+    """An unknown key in an entry stops start-up with the file named."""
+    path = tmp_path / "catalog.toml"
+    path.write_text('[instances."a"]\nconnecter = "web"\n')
+    with pytest.raises(ConfigError, match=r"catalog .* is invalid"):
+        Catalog.load(path)
+
+
+def test_config_hash_changes_with_config() -> None:
+    """A changed configuration gets a new hash (so the next run starts fresh)."""
+    from worker.catalog import InstanceEntry
+
+    a = InstanceEntry(connector="web", config={"start_urls": ["http://a/"]})
+    b = InstanceEntry(connector="web", config={"start_urls": ["http://b/"]})
+    assert a.config_hash() != b.config_hash()
+    assert a.config_hash() == InstanceEntry(connector="web", config={"start_urls": ["http://a/"]}).config_hash()

@@ -1,0 +1,65 @@
+"""The command line: check, connectors, enqueue, exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import open_queue
+from tests.proc import run_cli, write_catalog
+from worker.settings import Settings
+
+
+def test_check_passes_with_valid_catalog_and_redis(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """`check` exits 0 when the catalog validates and Redis answers."""
+    settings = make_settings()
+    catalog = write_catalog(tmp_path / "c.toml", {"m": {"connector": "mock", "config": {"items": 2}}})
+    result = run_cli("check", redis_url=settings.redis_url, catalog_file=catalog)
+    assert result.returncode == 0, result.stdout
+    assert "ok   catalog m: mock" in result.stdout
+    assert "ok   redis" in result.stdout
+
+
+def test_check_fails_on_bad_entry_and_unreachable_redis(tmp_path: Path) -> None:
+    """`check` exits 1 and says which entry and which dependency failed."""
+    catalog = write_catalog(tmp_path / "c.toml", {"m": {"connector": "mock", "config": {"items": "lots"}},
+                                                  "x": {"connector": "nope"}})
+    result = run_cli("check", redis_url="redis://127.0.0.1:1/0", catalog_file=catalog, redis_connect_timeout_s=0.5)
+    assert result.returncode == 1
+    assert "FAIL catalog m:" in result.stdout
+    assert "FAIL catalog x: connector 'nope' is not installed" in result.stdout
+    assert "FAIL redis" in result.stdout
+
+
+def test_connectors_lists_builtins() -> None:
+    """`connectors` lists the installed connectors with their config fields."""
+    result = run_cli("connectors")
+    assert result.returncode == 0
+    assert "filesystem" in result.stdout
+    assert "root" in result.stdout
+    assert "mock" in result.stdout
+
+
+async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., Settings]) -> None:
+    """`enqueue` adds a job with the producer's name, data and options."""
+    settings = make_settings()
+    result = run_cli(
+        "enqueue", "--connector", "Local FS", "--connector-id", "abc-123", "--org-id", "o1",
+        redis_url=settings.redis_url, queue_name=settings.queue_name,
+    )
+    assert result.returncode == 0, result.stderr
+    job_id = json.loads(result.stdout)["id"]
+    queue = open_queue(settings)
+    try:
+        job = await queue.getJob(job_id)
+        assert job.name == "crawl-local-fs-abc-123"
+        assert job.data["connectorId"] == "abc-123"
+        assert job.data["orgId"] == "o1"
+        assert job.data["scheduleConfig"]["scheduleType"] == "hourly"
+        assert job.opts["attempts"] == 3
+        assert job.opts["backoff"] == {"type": "exponential", "delay": 5000}
+        assert job.priority == 5
+        assert await queue.getJobState(job_id) == "prioritized"
+    finally:
+        await queue.close()

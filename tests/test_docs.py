@@ -1,0 +1,31 @@
+"""The README and the example configuration document every setting (docs that cannot drift silently)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from worker.catalog import CatalogFile
+from worker.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    """Each Settings field appears as `name` in the README configuration table."""
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`{name}`" not in readme]
+    assert not missing, f"README lacks settings: {missing}"
+
+
+def test_every_setting_is_in_the_example_config() -> None:
+    """Each Settings field appears in config/crawl-worker.example.toml, and the file's active keys load."""
+    text = (REPO / "config" / "crawl-worker.example.toml").read_text()
+    missing = [name for name in Settings.model_fields if f"{name} =" not in text]
+    assert not missing, f"example config lacks settings: {missing}"
+    Settings(**tomllib.loads(text))
+
+
+def test_example_catalog_is_valid() -> None:
+    """config/catalog.example.toml parses as a catalog."""
+    CatalogFile.model_validate(tomllib.loads((REPO / "config" / "catalog.example.toml").read_text()))
