@@ -184,7 +184,11 @@ async def test_poison_job_fails_after_max_stalls_without_holding_up_others(
         while time.monotonic() < deadline:
             alive = [p for p in procs if p.poll() is None]
             if not alive:  # a supervisor (systemd, Kubernetes) restarts the dead worker
-                procs.append(_worker(settings, tmp_path, f"w{restarts}", catalog, max_stalled_count=2))
+                # concurrency 1: a process that dies takes down only the job it was running (with more
+                # slots, every co-running job would stall too: that is what concurrency means).
+                procs.append(
+                    _worker(settings, tmp_path, f"w{restarts}", catalog, max_stalled_count=2, concurrency=1)
+                )
                 restarts += 1
             if await queue.getJobState(poison) == "failed":
                 break
