@@ -87,4 +87,6 @@ def make_client(settings: Settings, *, max_connections: int | None = None) -> Re
             settings.redis_url, max_connections=pool_size, **kwargs, **tls
         )
         return cluster
+    if settings.redis_url.startswith("unix://"):
+        kwargs.pop("socket_keepalive")  # a TCP option: unix-socket connections reject it
     return aioredis.Redis.from_url(settings.redis_url, max_connections=pool_size, **kwargs, **tls)

