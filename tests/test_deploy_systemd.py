@@ -73,7 +73,8 @@ def test_unit_matches_worker_contract() -> None:
     assert service["Type"] == ["notify"]
     assert int(service["WatchdogSec"][0]) >= 10
     close_s = 10  # QueueWorker.close waits at most this long
-    assert int(service["TimeoutStopSec"][0]) > fields["drain_timeout_s"].default + fields["handoff_timeout_s"].default + close_s
+    drain_s = fields["drain_timeout_s"].default + fields["handoff_timeout_s"].default
+    assert int(service["TimeoutStopSec"][0]) > drain_s + close_s
     assert service["RestartPreventExitStatus"] == [str(RET_CONFIG)]
     assert service["Restart"] == ["on-failure"]
     assert "CRAWL_WORKER_METRICS_PORT=%i" in service["Environment"]
