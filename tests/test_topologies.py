@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -44,8 +45,9 @@ async def crawl_one(settings: Settings) -> None:
         await queue.close()
 
 
-def test_tls_certificates(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """rediss:// with a private CA and a client certificate runs a crawl; without the client cert it is refused."""
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, Path]:
+    """A private CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
     client = ca.issue_cert("crawl-worker.test")
@@ -55,15 +57,28 @@ def test_tls_certificates(make_settings: Callable[..., Settings], tmp_path: Path
     server.private_key_pem.write_to_path(str(files["server-key"]))
     client.cert_chain_pems[0].write_to_path(str(files["client"]))
     client.private_key_pem.write_to_path(str(files["client-key"]))
+    return files
+
+
+def _tls_args(files: dict[str, Path], port: int) -> list[str]:
+    return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(files["server"]),
+            "--tls-key-file", str(files["server-key"]), "--tls-ca-cert-file", str(files["ca"]),
+            "--tls-auth-clients", "yes", "--tls-replication", "yes"]
+
+
+def _tls_settings(files: dict[str, Path]) -> dict[str, Path]:
+    return {"redis_tls_ca_file": files["ca"], "redis_tls_cert_file": files["client"],
+            "redis_tls_key_file": files["client-key"]}
+
+
+def test_tls_certificates(make_settings: Callable[..., Settings], tmp_path: Path, tls_files: dict[str, Path]) -> None:
+    """rediss:// with a private CA and a client certificate runs a crawl; without the client cert it is refused."""
+    files = tls_files
     port = free_port()
     with processes() as procs:
-        procs.append(spawn(tmp_path / "redis", [
-            "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(files["server"]),
-            "--tls-key-file", str(files["server-key"]), "--tls-ca-cert-file", str(files["ca"]),
-            "--tls-auth-clients", "yes"], port))
+        procs.append(spawn(tmp_path / "redis", _tls_args(files, port), port))
         url = f"rediss://127.0.0.1:{port}/0"
-        settings = make_settings(redis_url=url, redis_tls_ca_file=files["ca"], redis_tls_cert_file=files["client"],
-                                 redis_tls_key_file=files["client-key"])
+        settings = make_settings(redis_url=url, **_tls_settings(files))
         asyncio.run(crawl_one(settings))
         catalog = write_catalog(tmp_path / "catalog.toml", {})
         no_cert = run_cli("check", redis_url=url, redis_tls_ca_file=files["ca"], catalog_file=catalog)
@@ -183,3 +198,22 @@ def test_cluster_crawl_with_hash_tag_prefix(make_settings: Callable[..., Setting
         keys = keys_per_node[holders[0]]
         assert any(key.endswith(":completed") for key in keys)
         assert all(key.startswith(f"{{bull}}:{settings.queue_name}") for key in keys)
+
+
+def test_sentinel_over_tls(make_settings: Callable[..., Settings], tmp_path: Path, tls_files: dict[str, Path]) -> None:
+    """Sentinel discovery works when the Sentinels and the master speak only TLS (rediss:// + certificates)."""
+    master, sentinel = free_port(), free_port()
+    with processes() as procs:
+        procs.append(spawn(tmp_path / "master", _tls_args(tls_files, master), master))
+        sentinel_dir = tmp_path / "sentinel"
+        sentinel_dir.mkdir()
+        conf = sentinel_dir / "sentinel.conf"
+        tls_conf = "\n".join(f"{a[2:]} {b}" for a, b in itertools.pairwise(_tls_args(tls_files, sentinel)[2:])
+                             if a.startswith("--"))
+        conf.write_text(f"port 0\n{tls_conf}\nsentinel monitor mymaster 127.0.0.1 {master} 1\n")
+        procs.append(subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, cwd=sentinel_dir))
+        wait_port(sentinel)
+        settings = make_settings(redis_url="rediss://mymaster/0", redis_sentinels=[f"127.0.0.1:{sentinel}"],
+                                 redis_sentinel_master="mymaster", **_tls_settings(tls_files))
+        asyncio.run(crawl_one(settings))

@@ -87,6 +87,9 @@ def make_client(settings: Settings, *, max_connections: int | None = None) -> Re
     if settings.redis_sentinels:
         pairs = (item.rpartition(":") for item in settings.redis_sentinels)
         sentinels = [(host, int(port)) for host, _, port in pairs]
+        # Sentinel builds its connections from keywords, not from the URL: TLS must be asked for.
+        if tls:
+            tls["ssl"] = True
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             sentinels,
             sentinel_kwargs={"socket_timeout": settings.redis_connect_timeout_s, **tls},
