@@ -81,10 +81,12 @@ def test_tls_certificates(make_settings: Callable[..., Settings], tmp_path: Path
         settings = make_settings(redis_url=url, **_tls_settings(files))
         asyncio.run(crawl_one(settings))
         catalog = write_catalog(tmp_path / "catalog.toml", {})
-        no_cert = run_cli("check", redis_url=url, redis_tls_ca_file=files["ca"], catalog_file=catalog)
+        no_cert = run_cli("check", redis_url=url, redis_tls_ca_file=files["ca"], catalog_file=catalog,
+                          redis_connect_timeout_s=1)
         assert no_cert.returncode == 1
         assert "FAIL redis" in no_cert.stdout
-        plain = run_cli("check", redis_url=f"redis://127.0.0.1:{port}/0", catalog_file=catalog)
+        plain = run_cli("check", redis_url=f"redis://127.0.0.1:{port}/0", catalog_file=catalog,
+                        redis_connect_timeout_s=1)
         assert plain.returncode == 1, "a plain-text client must not get through"
 
 
