@@ -5,18 +5,24 @@ Each round fills a fresh queue with producer-shaped jobs (priority 5, so they si
 is pure queue + run-record overhead (fetch, lease, run record, progress, finish). The worker
 processes start on a full backlog; after a warm-up, jobs consumed in a fixed window give jobs/s.
 CPU is read from /proc for the worker processes and from INFO cpu for Redis, over the same window.
+Redis is a private redis-server started here when one is installed (the shared test Redis would mix
+other clients into INFO cpu); ``redis_url`` is used otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +154,41 @@ def _round(redis_url: str, out_dir: Path, processes: int, catalog: Path) -> dict
     }
 
 
+@contextlib.contextmanager
+def _private_redis(redis_url: str, out_dir: Path) -> Iterator[tuple[str, str]]:
+    """A redis-server of our own, so INFO cpu counts only this benchmark (else ``redis_url``)."""
+    server = shutil.which("redis-server", path="/usr/bin:/usr/local/bin") or shutil.which("redis-server")
+    if server is None:
+        yield redis_url, f"the given Redis {redis_url} (shared: other clients' load is included)"
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(out_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        version = client.info("server")["redis_version"]
+        client.close()
+        yield url, f"a private redis-server {version} on loopback (nothing else uses it)"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
 def run(redis_url: str, out_dir: Path) -> dict[str, Any]:
     """Throughput of no-op crawl jobs with 1, 2 and 4 worker processes (bench harness contract)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     catalog = _catalog(out_dir / "scale-catalog.toml")
-    rows = [_round(redis_url, out_dir, n, catalog) for n in PROCESSES]
+    with _private_redis(redis_url, out_dir) as (url, which_redis):
+        rows = [_round(url, out_dir, n, catalog) for n in PROCESSES]
     base = rows[0]["jobs_per_s"] or 1.0
     for row in rows:
         row["speedup"] = round(row["jobs_per_s"] / base, 2)
@@ -160,7 +196,8 @@ def run(redis_url: str, out_dir: Path) -> dict[str, Any]:
     top = max(rows, key=lambda r: r["jobs_per_s"])
     redis_ceiling = round(top["jobs_per_s"] * 100 / max(top["redis_cpu_pct"], 0.1))
     notes = (
-        f"{cores} CPU cores. No-op crawl jobs (mock connector, 0 items, producer options: priority 5, keep 10), "
+        f"{cores} CPU cores, Redis: {which_redis}. No-op crawl jobs (mock connector, 0 items, producer "
+        f"options: priority 5, keep 10), "
         f"{CONCURRENCY} concurrent jobs per process, log level warning, metrics off; jobs consumed in a "
         f"{WINDOW_S:.0f} s window after every process connected. worker_cpu_pct sums the processes (100 = one "
         f"core); redis_cpu_pct is INFO cpu over the same window (any other client of that Redis included); "
