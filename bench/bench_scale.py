@@ -211,5 +211,5 @@ def run(redis_url: str, out_dir: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result = run("redis://127.0.0.1:6379/0", REPO / "bench" / "out")
+    result = run("redis://127.0.0.1:6379/0", REPO / ".bench" / "scale")
     print(json.dumps(result, indent=2))
