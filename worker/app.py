@@ -53,6 +53,7 @@ class App:
     catalog: Catalog | None = None
     sink: Sink | None = None
     on_started: list[StartHook] = field(default_factory=list)
+    on_draining: list[StartHook] = field(default_factory=list)  # called once when the drain starts
 
     def __post_init__(self) -> None:
         self._stop = asyncio.Event()
@@ -177,6 +178,8 @@ class App:
         self.draining = True
         if self.metrics:
             self.metrics.draining.set(1)
+        for hook in self.on_draining:
+            await hook(self)
         drained = await self._race(worker.drain(s.drain_timeout_s))
         if not drained and not self._force.is_set():
             handed = worker.request_handoff()

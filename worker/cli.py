@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker import __version__
+from worker import __version__, systemd
 from worker.app import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, App
 from worker.catalog import Catalog
 from worker.connections import make_client, redact_url
@@ -23,7 +23,7 @@ from worker.errors import ConfigError, CrawlWorkerError
 from worker.logs import configure, get_logger
 from worker.models import CrawlingJobData, ScheduleType
 from worker.queue import JobQueue, producer_job_options
-from worker.settings import Settings, load
+from worker.settings import Settings, load, systemd_environment
 
 log = get_logger("worker.cli")
 
@@ -111,7 +111,11 @@ def _connectors() -> int:
 
 
 async def _run(settings: Settings, demo: bool) -> int:
-    return await (run_demo(settings) if demo else App(settings).run())
+    if demo:
+        return await run_demo(settings)
+    app = App(settings)
+    systemd.attach(app, systemd.Notifier.from_environment(systemd_environment()))
+    return await app.run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command

@@ -35,6 +35,20 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+class SentinelMasterClient(aioredis.Redis):
+    """The Sentinel-discovered master; ``aclose()`` also closes the connections to the Sentinels.
+
+    redis-py's ``master_for`` client leaves those open (one per Sentinel, an unclosed transport each).
+    """
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the master connections, then every Sentinel client."""
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
 def _common_kwargs(settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "decode_responses": True,
@@ -73,6 +87,9 @@ def make_client(settings: Settings, *, max_connections: int | None = None) -> Re
     if settings.redis_sentinels:
         pairs = (item.rpartition(":") for item in settings.redis_sentinels)
         sentinels = [(host, int(port)) for host, _, port in pairs]
+        # Sentinel builds its connections from keywords, not from the URL: TLS must be asked for.
+        if tls:
+            tls["ssl"] = True
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             sentinels,
             sentinel_kwargs={"socket_timeout": settings.redis_connect_timeout_s, **tls},
@@ -80,7 +97,9 @@ def make_client(settings: Settings, *, max_connections: int | None = None) -> Re
             **tls,
         )
         assert settings.redis_sentinel_master is not None  # checked by Settings
-        master: aioredis.Redis = sentinel.master_for(settings.redis_sentinel_master, max_connections=pool_size)
+        master: aioredis.Redis = sentinel.master_for(
+            settings.redis_sentinel_master, redis_class=SentinelMasterClient, max_connections=pool_size
+        )
         return master
     if settings.redis_cluster:
         cluster: RedisCluster = RedisCluster.from_url(

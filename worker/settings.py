@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -208,3 +209,27 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
 def environment_secret(name: str) -> str | None:
     """Look up a secret the catalog names by environment variable (the catalog's only env access)."""
     return os.environ.get(name)
+
+
+# --- systemd service protocol (deploy issue) --------------------------------------------------
+# NOTIFY_SOCKET / WATCHDOG_USEC / WATCHDOG_PID are systemd's protocol, not our settings, so they are
+# not Settings fields; they are read here to keep this module the only environment reader.
+
+
+@dataclass(frozen=True)
+class SystemdEnvironment:
+    """What systemd passed for sd_notify: the socket and the watchdog period (0 = no watchdog)."""
+
+    notify_socket: str | None = None
+    watchdog_usec: int = 0
+
+
+def systemd_environment() -> SystemdEnvironment:
+    """Read NOTIFY_SOCKET and WATCHDOG_USEC (ignored when WATCHDOG_PID names another process)."""
+    watchdog_pid = os.environ.get("WATCHDOG_PID", "")
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    mine = not watchdog_pid or watchdog_pid == str(os.getpid())
+    return SystemdEnvironment(
+        notify_socket=os.environ.get("NOTIFY_SOCKET") or None,
+        watchdog_usec=int(usec) if usec.isdigit() and mine else 0,
+    )
