@@ -52,6 +52,8 @@ async def _scrape_series(http: httpx.AsyncClient, stats: QueueStatsCollector) ->
     times: list[float] = []
     commands: list[int] = []
     size = 0
+    for _ in range(5):  # warm-up: connection set-up, first snapshot
+        await http.get("/metrics")
     for _ in range(SCRAPES):
         started = time.perf_counter()
         response = await http.get("/metrics")
