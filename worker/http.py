@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from worker.connections import RedisClient
+from worker.errors import ConfigError
 from worker.logs import get_logger
 from worker.queue_stats import QueueStatsCollector
 from worker.settings import Settings
@@ -95,12 +96,12 @@ class OpsServer:
         return int(sockets[0].getsockname()[1]) if sockets else 0
 
     async def start(self) -> None:
-        """Start serving; returns once the port is bound (raises if it cannot be)."""
+        """Start serving; returns once the port is bound (:class:`ConfigError` if it cannot be)."""
         self._task = asyncio.create_task(self._serve(), name="ops-http")
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # raises the bind error
-                raise OSError("the operations HTTP server stopped during start-up")
+                raise ConfigError("the operations HTTP server stopped during start-up")
             await asyncio.sleep(0.01)
         log.info("http.started", port=self.port)
 
@@ -109,7 +110,10 @@ class OpsServer:
             await self._server.serve()
         except SystemExit as exc:  # uvicorn exits the process when it cannot bind; we report instead
             config = self._server.config
-            raise OSError(f"cannot serve operations HTTP on {config.host}:{config.port}") from exc
+            raise ConfigError(
+                f"cannot serve /metrics, /healthz, /readyz on {config.host}:{config.port} (port in use?): "
+                "set CRAWL_WORKER_METRICS_PORT, or CRAWL_WORKER_METRICS_ENABLED=false"
+            ) from exc
 
     async def stop(self) -> None:
         """Stop serving (open scrapes get up to a second)."""

@@ -8,11 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.helpers import catalog_of, wait_for
 from tests.redis_server import RedisServer
 from worker.app import App
+from worker.errors import ConfigError
+from worker.http import OpsServer
 from worker.settings import Settings
 
 
@@ -95,3 +98,22 @@ async def test_readiness_is_unready_while_draining(make_settings: Callable[..., 
         app.draining = False
     app.request_stop()
     assert await asyncio.wait_for(task, timeout=30) == 0
+
+
+async def test_port_in_use_is_a_clear_configuration_error() -> None:
+    """A second worker on a busy metrics port stops with ConfigError naming the port and the settings to change."""
+    registry = CollectorRegistry()
+
+    async def ready() -> tuple[bool, str]:
+        return True, "ok"
+
+    first = OpsServer(registry, ready, host="127.0.0.1", port=0)
+    await first.start()
+    try:
+        second = OpsServer(registry, ready, host="127.0.0.1", port=first.port)
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{first.port}.*CRAWL_WORKER_METRICS_PORT"):
+            await second.start()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{first.port}") as http:
+            assert await _status(http, "/healthz") == 200
+    finally:
+        await first.stop()
