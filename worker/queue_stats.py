@@ -33,7 +33,6 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 
 from worker.connections import RedisClient
 from worker.logs import get_logger
@@ -143,9 +142,9 @@ class QueueStatsCollector(Collector):
             self._stats.commands = 0
             try:
                 await asyncio.wait_for(self._refresh_all(), timeout=self._timeout)
-            except (RedisError, OSError, TimeoutError, ValueError) as exc:
+            except Exception as exc:  # a scrape must never fail because of the collector: count and log it
                 self._stats.errors += 1
-                log.warning("queue_stats.failed", error=str(exc) or type(exc).__name__)
+                log.warning("queue_stats.failed", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
             else:
                 self._stats.last_success = time.time()
             self._stats.duration_s = time.monotonic() - started
