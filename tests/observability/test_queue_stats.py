@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -163,3 +164,28 @@ async def test_exposition_and_error_accounting(queue_name: str, redis_client: ai
     text = generate_latest(registry).decode()
     assert "crawl_worker_queue_collector_errors_total 1.0" in text
     assert "crawl_worker_queue_collector_last_success_timestamp_seconds 0.0" in text
+
+
+async def test_only_the_lock_holder_recomputes_a_stale_snapshot(
+    queue_name: str, redis_url: str, counting_client: CountingRedis
+) -> None:
+    """Snapshot stale and another replica holding the lock: a collector serves the old snapshot (2 commands)."""
+    other = CountingRedis.from_url(redis_url, decode_responses=True)
+    try:
+        await fill_wait(counting_client, queue_name, 3, int(time.time() * 1000))
+        first, second = collector(counting_client, queue_name, 0.2), collector(other, queue_name, 0.2)
+        await first.refresh()
+        await counting_client.lpush(f"bull:{queue_name}:wait", "99")
+        await asyncio.sleep(0.25)  # snapshot and lock are now older than the TTL
+        await counting_client.set(f"bull:{queue_name}:crawl-worker:queue-stats:lock", "1", px=5000)  # "A computes"
+        await second.refresh()
+        assert other.commands == 2  # GET, SET NX (lost)
+        assert second.snapshot(queue_name).jobs["waiting"] == 3  # type: ignore[union-attr]
+        await counting_client.delete(f"bull:{queue_name}:crawl-worker:queue-stats:lock")
+        await asyncio.sleep(0.25)
+        await second.refresh()  # lock free: this replica computes and publishes
+        assert second.snapshot(queue_name).jobs["waiting"] == 4  # type: ignore[union-attr]
+        published = json.loads(await counting_client.get(f"bull:{queue_name}:crawl-worker:queue-stats"))
+        assert published["jobs"]["waiting"] == 4
+    finally:
+        await other.aclose()
