@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +14,21 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import catalog_of, wait_for
-from tests.redis_server import RedisServer
+from tests.helpers import add_crawl, catalog_of, open_queue, wait_for, wait_state
+from tests.proc import REPO, worker_env, write_catalog
+from tests.redis_server import RedisServer, free_port
 from worker.app import App
 from worker.errors import ConfigError
 from worker.http import OpsServer
 from worker.settings import Settings
+
+
+def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``python -m worker run`` with ``env``, output to ``log_path``."""
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+        )
 
 
 async def _status(client: httpx.AsyncClient, path: str) -> int:
@@ -117,3 +129,46 @@ async def test_port_in_use_is_a_clear_configuration_error() -> None:
             assert await _status(http, "/healthz") == 200
     finally:
         await first.stop()
+
+
+async def test_sigterm_drains_with_the_port_still_answering(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """On SIGTERM the app drains (uvicorn does not take the signal): /healthz 200 and /readyz 503 meanwhile, exit 0."""
+    settings = make_settings()
+    port = free_port()
+    slow = {"items": 6, "step_size": 1, "step_delay_s": 0.5}
+    catalog = write_catalog(tmp_path / "catalog.toml", {"slow": {"connector": "mock", "config": slow}})
+    env = worker_env(
+        log_format="json", redis_url=settings.redis_url, queue_name=settings.queue_name, catalog_file=catalog,
+        data_dir=tmp_path / "data", metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=port,
+    )
+    proc = _spawn(env, tmp_path / "worker.log")
+    queue = open_queue(settings)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def ready() -> bool:
+                try:
+                    return await _status(http, "/readyz") == 200
+                except httpx.HTTPError:
+                    return False
+
+            await wait_for(ready, timeout=20, interval=0.2, what="worker process ready")
+            job_id = await add_crawl(queue, "mock", "slow")
+            await wait_state(queue, job_id, ["active"])
+            proc.send_signal(signal.SIGTERM)
+
+            async def draining() -> bool:
+                response = await http.get("/readyz")
+                return response.status_code == 503 and response.json()["reason"] == "draining"
+
+            await wait_for(draining, timeout=5, what="/readyz draining")
+            assert await _status(http, "/healthz") == 200
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert await wait_state(queue, job_id, ["completed"]) == "completed"
+    finally:
+        await queue.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
