@@ -23,6 +23,7 @@ from worker.catalog import Catalog
 from worker.connections import RedisClient, make_client, redact_url
 from worker.connectors.registry import Registry, build_registry
 from worker.dispatch import Dispatcher
+from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.queue import QueueWorker
@@ -62,6 +63,7 @@ class App:
         self.queue_worker: QueueWorker | None = None
         self.metrics: Metrics | None = None
         self.client: RedisClient | None = None
+        self.ops: OpsServer | None = None  # /metrics, /healthz, /readyz
 
     def request_stop(self) -> None:
         """First call: graceful drain. Second call: stop now."""
@@ -76,7 +78,7 @@ class App:
         """Readiness: Redis answers and the worker is not draining."""
         if self.draining:
             return False, "draining"
-        if self.client is None:
+        if self.client is None or self.queue_worker is None:
             return False, "starting"
         try:
             await asyncio.wait_for(self.client.ping(), timeout=1.0)
@@ -93,6 +95,7 @@ class App:
         self.client = make_client(s)
         worker_client = make_client(s, max_connections=s.concurrency * 3 + 8)
         try:
+            self.ops = await start_ops_server(s, self.registry, self.client, self.ready)  # liveness during start-up
             if not await self._wait_for_redis():
                 return RET_CONNECT
             connectors = self.connectors or build_registry()
@@ -151,6 +154,8 @@ class App:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if self.ops is not None:
+                await self.ops.stop()
             with contextlib.suppress(Exception):
                 await worker_client.aclose()
             with contextlib.suppress(Exception):

@@ -135,6 +135,7 @@ class Metrics:
         )
         build.labels(__version__, _package_version("bullmq"), platform.python_version()).set(1)
         self.active.labels(queue).set(0)
+        self.jobs_stalled.labels(queue)  # present at 0 from the start, so dashboards and rates see it
 
     def connector_label(self, connector: str) -> str:
         """Bounded connector label: installed or configured names, else ``other``."""
