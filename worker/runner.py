@@ -109,6 +109,9 @@ class Runner:
                         self.metrics.step_committed(
                             request.connector, len(step.documents) - deleted, deleted, size, len(step.failures)
                         )
+                        for key, count in step.stats.items():
+                            if key.startswith("fetches_") and count:
+                                self.metrics.fetched(request.connector, key.removeprefix("fetches_"), count)
                     await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
                     record.percentage = progress.percentage
                     if step.retry_after_s is not None and checkpoint.has_more:

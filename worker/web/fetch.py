@@ -1,0 +1,200 @@
+"""Polite HTTP fetching: per-host concurrency and delay, retries, Retry-After, redirects, size caps.
+
+Built on httpx. Redirects are followed here, one hop at a time, so every hop passes the address
+guard and the caller's scope check; bodies are streamed and cut at ``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from worker.web.ssrf import AddressGuard, BlockedAddress
+from worker.web.urls import absolute
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+RETRY_STATUSES = frozenset({429, 503})
+
+
+class FetchError(Exception):
+    """A page could not be fetched; ``retryable`` says whether a later run may succeed."""
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class ComeBackLater(Exception):
+    """The server asked for a pause longer than we wait in place (Retry-After)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"server asked to retry after {seconds:.0f}s")
+        self.seconds = seconds
+
+
+@dataclass
+class Response:
+    """A fetched page after redirects."""
+
+    url: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    redirects: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Host:
+    slots: asyncio.Semaphore
+    delay_s: float
+    next_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Politeness:
+    """How hard one crawl may hit one host, and how patient it is."""
+
+    per_host_concurrency: int = 2
+    min_delay_s: float = 0.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_retry_after_s: float = 30.0
+    max_redirects: int = 5
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds asked for by a Retry-After header (delta-seconds or HTTP date), or None."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (now if now is not None else time.time()))
+
+
+def status_class(status: int) -> str:
+    """``2xx`` .. ``5xx`` for metrics."""
+    return f"{status // 100}xx"
+
+
+class Fetcher:
+    """Fetches URLs for one crawl. ``statuses`` counts responses by class (and ``error``)."""
+
+    def __init__(self, client: httpx.AsyncClient, guard: AddressGuard, politeness: Politeness) -> None:
+        self.client = client
+        self.guard = guard
+        self.p = politeness
+        self.statuses: Counter[str] = Counter()
+        self._hosts: dict[str, _Host] = {}
+
+    def _host(self, url: str) -> _Host:
+        netloc = urlsplit(url).netloc.lower()
+        if netloc not in self._hosts:
+            self._hosts[netloc] = _Host(asyncio.Semaphore(self.p.per_host_concurrency), self.p.min_delay_s)
+        return self._hosts[netloc]
+
+    def set_delay(self, url: str, delay_s: float) -> None:
+        """Space requests to ``url``'s host by at least ``delay_s`` (robots.txt Crawl-delay)."""
+        host = self._host(url)
+        host.delay_s = max(self.p.min_delay_s, delay_s)
+        if delay_s > 0:  # a Crawl-delay also means one request at a time
+            host.slots = asyncio.Semaphore(1)
+
+    async def get(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        allow_redirect: Callable[[str], str | None] = lambda _: None,
+        *,
+        retries: int | None = None,
+    ) -> Response:
+        """GET ``url`` with retries; raises FetchError, ComeBackLater or BlockedAddress."""
+        attempts = (self.p.retries if retries is None else retries) + 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = await self._follow(url, headers or {}, allow_redirect)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                self.statuses["error"] += 1
+                if last:
+                    raise FetchError(f"{type(exc).__name__}: {exc or 'timed out'}", retryable=True) from exc
+                await asyncio.sleep(self.p.backoff_s * 2**attempt)
+                continue
+            if response.status in RETRY_STATUSES:
+                wait = retry_after_s(response.headers)
+                if wait is not None and wait > self.p.max_retry_after_s:
+                    raise ComeBackLater(wait)
+                if last:
+                    raise FetchError(f"HTTP {response.status} after {attempts} attempts", retryable=True)
+                await asyncio.sleep(wait if wait is not None else self.p.backoff_s * 2**attempt)
+                continue
+            if response.status >= 500:
+                if last:
+                    raise FetchError(f"HTTP {response.status} after {attempts} attempts", retryable=True)
+                await asyncio.sleep(self.p.backoff_s * 2**attempt)
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _follow(
+        self, url: str, headers: Mapping[str, str], allow_redirect: Callable[[str], str | None]
+    ) -> Response:
+        hops: list[str] = []
+        current = url
+        for _ in range(self.p.max_redirects + 1):
+            await self.guard.check(current)
+            response = await self._request(current, headers)
+            location = response.headers.get("location")
+            if response.status not in REDIRECTS or not location:
+                response.redirects = hops
+                return response
+            target = absolute(location, current)
+            if target is None:
+                raise FetchError(f"redirect to an unsupported location {location!r}")
+            if target in hops or target == current:
+                raise FetchError(f"redirect loop at {target}")
+            why = allow_redirect(target)
+            if why:
+                raise FetchError(f"redirect to {target} refused: {why}")
+            hops.append(current)
+            current = target
+        raise FetchError(f"more than {self.p.max_redirects} redirects")
+
+    async def _request(self, url: str, headers: Mapping[str, str]) -> Response:
+        host = self._host(url)
+        async with host.slots:
+            wait = host.next_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                async with self.client.stream("GET", url, headers=dict(headers)) as r:
+                    self.statuses[status_class(r.status_code)] += 1
+                    declared = r.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > self.p.max_body_bytes:
+                        raise FetchError(f"body larger than max_body_bytes ({declared} B declared)")
+                    chunks, size = [], 0
+                    async for chunk in r.aiter_bytes():
+                        size += len(chunk)
+                        if size > self.p.max_body_bytes:
+                            raise FetchError(f"body larger than max_body_bytes (> {self.p.max_body_bytes} B)")
+                        chunks.append(chunk)
+                    return Response(url, r.status_code, r.headers, b"".join(chunks))
+            finally:
+                host.next_at = time.monotonic() + host.delay_s
+
+
+__all__ = ["BlockedAddress", "ComeBackLater", "FetchError", "Fetcher", "Politeness", "Response", "retry_after_s"]

@@ -1,0 +1,51 @@
+"""HTML to title, text, links and canonical URL, with selectolax (a real HTML5 parser)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+
+from worker.web.urls import absolute
+
+_DROP = ("script", "style", "noscript", "template", "svg", "iframe")
+
+
+@dataclass
+class Page:
+    """What an HTML page says."""
+
+    title: str | None
+    text: str
+    links: list[str] = field(default_factory=list)
+    canonical: str | None = None
+    nofollow: bool = False
+
+
+def parse(html: str, base_url: str) -> Page:
+    """Parse ``html`` fetched from ``base_url`` (``<base href>`` honoured)."""
+    tree = HTMLParser(html)
+    base = base_url
+    base_node = tree.css_first("base[href]")
+    if base_node is not None:
+        base = absolute(base_node.attributes.get("href") or "", base_url) or base_url
+    title_node = tree.css_first("title")
+    title = title_node.text(strip=True) if title_node is not None else None
+    canonical = None
+    for node in tree.css("link[rel]"):
+        if "canonical" in (node.attributes.get("rel") or "").lower().split():
+            canonical = absolute(node.attributes.get("href") or "", base)
+            break
+    robots_meta = tree.css_first('meta[name="robots"]')
+    nofollow = robots_meta is not None and "nofollow" in (robots_meta.attributes.get("content") or "").lower()
+    links: list[str] = []
+    for node in tree.css("a[href]"):
+        if "nofollow" in (node.attributes.get("rel") or "").lower():
+            continue
+        url = absolute(node.attributes.get("href") or "", base)
+        if url:
+            links.append(url)
+    tree.strip_tags(list(_DROP))
+    body = tree.body
+    text = body.text(separator=" ", strip=True) if body is not None else ""
+    return Page(title=title or None, text=" ".join(text.split()), links=links, canonical=canonical, nofollow=nofollow)

@@ -1,0 +1,82 @@
+"""The address guard: a crawl never reaches private, loopback, link-local or metadata addresses.
+
+Every request (pages, robots.txt, sitemaps, each redirect hop) is checked: the host is resolved
+and *every* address it resolves to must be public, unless it falls in an allowed network. IP
+literals are checked without DNS. Residual risk: DNS answers that change between this check and
+the HTTP client's own resolution (rebinding) are not pinned; run crawlers in a network that also
+blocks egress to internal ranges for defence in depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class BlockedAddress(Exception):
+    """The URL's host is, or resolves to, an address crawls may not reach."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the event loop's getaddrinfo)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def forbidden_reason(address: IPAddress) -> str | None:
+    """Why ``address`` is not public, or None."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    checks = (
+        ("loopback", address.is_loopback),
+        ("link-local (cloud metadata)", address.is_link_local),
+        ("private", address.is_private),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+    )
+    return next((name for name, hit in checks if hit), None)
+
+
+class AddressGuard:
+    """Checks URLs against the rule above; ``allowed`` networks are exempt (e.g. 127.0.0.0/8 in tests)."""
+
+    def __init__(self, allowed: Sequence[str] = (), resolver: Resolver = system_resolver) -> None:
+        self.allowed: list[IPNetwork] = [ipaddress.ip_network(n, strict=False) for n in allowed]
+        self.resolver = resolver
+
+    def _check(self, host: str, address: str) -> None:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if any(ip in net for net in self.allowed):
+            return
+        reason = forbidden_reason(ip)
+        if reason:
+            shown = host if host == address else f"{host} ({address})"
+            raise BlockedAddress(f"refused {shown}: {reason} address")
+
+    async def check(self, url: str) -> None:
+        """Raise BlockedAddress unless every address of ``url``'s host may be reached."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            self._check(host, host)
+            return
+        try:
+            addresses = await self.resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except OSError as exc:
+            raise BlockedAddress(f"cannot resolve {host}: {exc}") from exc
+        if not addresses:
+            raise BlockedAddress(f"{host} resolves to no address")
+        for address in addresses:
+            self._check(host, address)
