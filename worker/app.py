@@ -31,7 +31,7 @@ from worker.runner import Runner
 from worker.runs import RunStore
 from worker.settings import Settings, environment_secret
 from worker.sinks.base import Sink
-from worker.sinks.jsonl import JsonlSink
+from worker.sinks.factory import build_sink
 
 log = get_logger(__name__)
 
@@ -93,6 +93,7 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         self.client = make_client(s)
+        owned_sink: Sink | None = None
         worker_client = make_client(s, max_connections=s.concurrency * 3 + 8)
         try:
             self.ops = await start_ops_server(s, self.registry, self.client, self.ready)  # liveness during start-up
@@ -107,6 +108,9 @@ class App:
                 wait_buckets=s.wait_buckets,
             )
             self.metrics.set_slots(s.concurrency)
+            sink = self.sink or build_sink(s)
+            if self.sink is None:
+                owned_sink = sink
             store = RunStore(
                 self.client,
                 prefix=s.prefix,
@@ -116,7 +120,7 @@ class App:
             )
             runner = Runner(
                 store,
-                self.sink or JsonlSink(s.data_dir),
+                sink,
                 self.metrics,
                 max_no_progress_attempts=s.max_no_progress_attempts,
                 busy_delay_s=s.duplicate_run_delay_s,
@@ -156,6 +160,9 @@ class App:
                 loop.remove_signal_handler(sig)
             if self.ops is not None:
                 await self.ops.stop()
+            if owned_sink is not None:
+                with contextlib.suppress(Exception):
+                    await owned_sink.aclose()
             with contextlib.suppress(Exception):
                 await worker_client.aclose()
             with contextlib.suppress(Exception):

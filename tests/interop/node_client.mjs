@@ -3,7 +3,8 @@
 //   node node_client.mjs <redisUrl> <queue> listen <jobId,...> <timeoutMs>    -> prints QueueEvents as JSON lines
 //   node node_client.mjs <redisUrl> <queue> inspect <jobId,...>                -> prints getJob fields + state
 //   node node_client.mjs <redisUrl> <queue> workers                            -> prints getWorkers() names
-import { Queue, QueueEvents } from 'bullmq';
+//   node node_client.mjs <redisUrl> <queue> consume <count> <timeoutMs>        -> a Node Worker processes jobs
+import { Queue, QueueEvents, Worker } from 'bullmq';
 
 const [redisUrl, queueName, command, ...args] = process.argv.slice(2);
 const url = new URL(redisUrl);
@@ -56,12 +57,31 @@ async function workers(queue) {
   console.log(JSON.stringify(list.map((w) => w.rawname)));
 }
 
+async function consume() {
+  const wanted = Number(args[0]);
+  const timeoutMs = Number(args[1] || 20000);
+  const seen = [];
+  let resolveAll;
+  const all = new Promise((resolve) => { resolveAll = resolve; });
+  const worker = new Worker(queueName, async (job) => {
+    seen.push({ id: job.id, name: job.name, data: job.data });
+    if (seen.length >= wanted) resolveAll();
+    return { documents: job.data.documents.length };
+  }, { connection });
+  await Promise.race([all, new Promise((resolve) => setTimeout(resolve, timeoutMs))]);
+  console.log(JSON.stringify(seen));
+  // close() waits out the worker's blocking read; the jobs are finished, so exit now (as listen does).
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  process.exit(0);
+}
+
 const queue = new Queue(queueName, { connection });
 try {
   if (command === 'add') await add(queue);
   else if (command === 'listen') await listen();
   else if (command === 'inspect') await inspect(queue);
   else if (command === 'workers') await workers(queue);
+  else if (command === 'consume') await consume();
   else throw new Error(`unknown command ${command}`);
 } finally {
   await queue.close();
