@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 from worker.catalog import CatalogFile
+from worker.connectors.registry import build_registry
 from worker.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,3 +30,25 @@ def test_every_setting_is_in_the_example_config() -> None:
 def test_example_catalog_is_valid() -> None:
     """config/catalog.example.toml parses as a catalog."""
     CatalogFile.model_validate(tomllib.loads((REPO / "config" / "catalog.example.toml").read_text()))
+
+
+def test_example_catalog_entries_validate_against_their_connectors() -> None:
+    """Every instance in config/catalog.example.toml is valid for its connector's config model."""
+    registry = build_registry()
+    entries = tomllib.loads((REPO / "config" / "catalog.example.toml").read_text())["instances"]
+    for cid, entry in entries.items():
+        cls = registry.get(entry["connector"])
+        assert cls.config_model.model_validate(entry.get("config", {})), cid
+
+
+def test_every_builtin_connector_field_is_documented() -> None:
+    """docs/connectors.md has a row or mention for every field of the web, filesystem and mock configs."""
+    text = (REPO / "docs" / "connectors.md").read_text()
+    registry = build_registry()
+    missing = [
+        f"{name}.{field}"
+        for name in ("web", "filesystem", "mock")
+        for field in registry.get(name).config_model.model_fields
+        if f"`{field}`" not in text
+    ]
+    assert not missing, f"docs/connectors.md lacks: {missing}"
