@@ -34,6 +34,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install node
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
 clean:
