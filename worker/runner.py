@@ -102,7 +102,8 @@ class Runner:
                     _account(record, step, written)
                     checkpoint = step.checkpoint
                     record.checkpoint = checkpoint.model_dump(mode="json")
-                    await self.store.save(lease, record)
+                    if checkpoint.has_more:  # the last step is committed with the completion record below
+                        await self.store.save(lease, record)
                     if self.metrics:
                         deleted = sum(doc.deleted for doc in step.documents)
                         size = sum(doc.size for doc in step.documents)
@@ -112,8 +113,11 @@ class Runner:
                         for key, count in step.stats.items():
                             if key.startswith("fetches_") and count:
                                 self.metrics.fetched(request.connector, key.removeprefix("fetches_"), count)
-                    await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
-                    record.percentage = progress.percentage
+                    if checkpoint.has_more:  # the last step's progress is the final one, reported below
+                        await progress.report(
+                            record.counters.processed, record.total, **_extra(record, request, resumed)
+                        )
+                        record.percentage = progress.percentage
                     if step.retry_after_s is not None and checkpoint.has_more:
                         raise RetryLater(f"{request.connector} source asked to come back later", step.retry_after_s)
             except LeaseLost:

@@ -48,6 +48,8 @@ class JsonlSink(Sink):
 
     async def write(self, instance: InstanceRef, documents: Sequence[Document]) -> int:
         """Append the documents not already written with the same content; fsync before returning."""
+        if not documents:  # nothing to make durable: no thread hop, no file touched
+            return 0
         path = self.path_for(instance)
         lock = self._locks.setdefault(path, asyncio.Lock())
         async with lock:
