@@ -31,6 +31,7 @@ from worker.runs import RunStore
 from worker.settings import Settings, environment_secret
 from worker.sinks.base import Sink
 from worker.sinks.jsonl import JsonlSink
+from worker.stats import StatsRecorder
 
 log = get_logger(__name__)
 
@@ -124,6 +125,9 @@ class App:
                 runner=runner,
                 metrics=self.metrics,
                 lookup_env=environment_secret,
+                stats=StatsRecorder(
+                    self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days
+                ),
             )
             metrics = self.metrics
             self.queue_worker = QueueWorker(
