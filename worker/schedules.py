@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from worker.errors import InvalidJobData
-from worker.models import CrawlingJobData, ScheduleConfig, ScheduleType, job_name
+from worker.models import CamelModel, CrawlingJobData, ScheduleConfig, ScheduleType, job_name
 from worker.queue import QueueAdmin, producer_job_options
 
 
-class ScheduleRequest(BaseModel):
+class ScheduleRequest(CamelModel):
     """What the API and CLI take to schedule one connector instance (camelCase on the wire)."""
 
     connector: str
