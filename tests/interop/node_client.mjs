@@ -3,6 +3,8 @@
 //   node node_client.mjs <redisUrl> <queue> listen <jobId,...> <timeoutMs>    -> prints QueueEvents as JSON lines
 //   node node_client.mjs <redisUrl> <queue> inspect <jobId,...>                -> prints getJob fields + state
 //   node node_client.mjs <redisUrl> <queue> workers                            -> prints getWorkers() names
+//   node node_client.mjs <redisUrl> <queue> states <jobId,...>                 -> prints {id: getState() or null}
+//   node node_client.mjs <redisUrl> <queue> ispaused                           -> prints isPaused()
 import { Queue, QueueEvents } from 'bullmq';
 
 const [redisUrl, queueName, command, ...args] = process.argv.slice(2);
@@ -56,12 +58,23 @@ async function workers(queue) {
   console.log(JSON.stringify(list.map((w) => w.rawname)));
 }
 
+async function states(queue) {
+  const out = {};
+  for (const id of args[0].split(',')) {
+    const job = await queue.getJob(id);
+    out[id] = job ? await job.getState() : null;
+  }
+  console.log(JSON.stringify(out));
+}
+
 const queue = new Queue(queueName, { connection });
 try {
   if (command === 'add') await add(queue);
   else if (command === 'listen') await listen();
   else if (command === 'inspect') await inspect(queue);
   else if (command === 'workers') await workers(queue);
+  else if (command === 'states') await states(queue);
+  else if (command === 'ispaused') console.log(JSON.stringify(await queue.isPaused()));
   else throw new Error(`unknown command ${command}`);
 } finally {
   await queue.close();
