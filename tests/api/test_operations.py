@@ -58,7 +58,8 @@ async def test_node_sees_retry_promote_pause_remove(
     """Our HTTP retry / promote / remove / pause change what Node's getJob().getState() and isPaused() report."""
     settings = make_settings()
     ids = placed.ids
-    before = await asyncio.to_thread(node_call, settings, "states", f"{ids['failed']},{ids['delayed']},{ids['waiting']}")
+    three = f"{ids['failed']},{ids['delayed']},{ids['waiting']}"
+    before = await asyncio.to_thread(node_call, settings, "states", three)
     assert before == {ids["failed"]: "failed", ids["delayed"]: "delayed", ids["waiting"]: "waiting"}
     admin = auth(ADMIN)
     resp = await http.post(f"/v1/jobs/{ids['failed']}/retry", headers=admin)
@@ -67,7 +68,7 @@ async def test_node_sees_retry_promote_pause_remove(
     assert (await http.post(f"/v1/jobs/{ids['delayed']}/promote", headers=admin)).json()["state"] == "waiting"
     assert (await http.delete(f"/v1/jobs/{ids['waiting']}", headers=admin)).json() == {
         "id": ids["waiting"], "removed": True}
-    after = await asyncio.to_thread(node_call, settings, "states", f"{ids['failed']},{ids['delayed']},{ids['waiting']}")
+    after = await asyncio.to_thread(node_call, settings, "states", three)
     # the delayed job has the producer's priority 5: Node calls it prioritized, the status API says waiting
     assert after == {ids["failed"]: "waiting", ids["delayed"]: "prioritized", ids["waiting"]: None}
     assert (await http.post("/v1/queue/pause", headers=admin)).json()["paused"] is True
