@@ -162,7 +162,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     from worker.api import create_app  # noqa: PLC0415
 
     app = create_app(settings)
-    uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port, log_level="warning")
+    port = settings.api_port if args.port is None else args.port
+    uvicorn.run(app, host=args.host or settings.api_host, port=port, log_level="warning")
     return RET_OK
 
 
