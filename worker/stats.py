@@ -6,7 +6,7 @@ Each finished job (completed or failed for good) adds, in one pipeline, to two h
 (histogram of processing time over :data:`BUCKETS_MS`, for p95). Both expire after
 ``stats_retention_days``, so memory is bounded by connectors x buckets, whatever removeOnComplete keeps.
 A read takes whole hours from the hour hashes and the leading partial hour from minute hashes:
-at most 720 + 59 HGETALLs in one pipeline for 30 days.
+at most 720 + 59 hashes for 30 days, summed by one Lua script (one round trip).
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ from worker.logs import get_logger
 
 log = get_logger(__name__)
 
+# Sums every bucket hash server-side and returns one flat [field, total, ...] list: the read is one
+# round trip with a small reply, whatever the number of buckets (KEYS share the prefix's hash tag).
+SUM_BUCKETS = """
+local totals, order = {}, {}
+for _, key in ipairs(KEYS) do
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if totals[f] == nil then totals[f] = 0; order[#order + 1] = f end
+    totals[f] = totals[f] + tonumber(flat[i + 1])
+  end
+end
+local out = {}
+for _, f in ipairs(order) do out[#out + 1] = f; out[#out + 1] = string.format('%.0f', totals[f]) end
+return out
+"""
 BUCKETS_MS = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000)
 
 
@@ -144,24 +160,21 @@ async def read_stats(
     first_hour = -(-first_min // 60)  # the first hour that starts inside the window
     keys = [f"{prefix}:{queue}:stats:m:{m}" for m in range(first_min, min(first_hour * 60, now_min + 1))]
     keys += [f"{prefix}:{queue}:stats:h:{h}" for h in range(first_hour, now_min // 60 + 1)]
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.hgetall(key)
+    flat = await client.eval(SUM_BUCKETS, len(keys), *keys)
     completed: dict[str, int] = defaultdict(int)
     failed: dict[str, int] = defaultdict(int)
     time_sum = 0
     hist: dict[int, int] = defaultdict(int)
-    for bucket in await pipe.execute():
-        for field, value in bucket.items():
-            kind, _, name = field.partition(":")
-            if kind == "c":
-                completed[name] += int(value)
-            elif kind == "f":
-                failed[name] += int(value)
-            elif kind == "t":
-                time_sum += int(value)
-            elif kind == "b":
-                hist[int(name)] += int(value)
+    for field, value in zip(flat[::2], flat[1::2], strict=True):
+        kind, _, name = field.partition(":")
+        if kind == "c":
+            completed[name] += int(value)
+        elif kind == "f":
+            failed[name] += int(value)
+        elif kind == "t":
+            time_sum += int(value)
+        elif kind == "b":
+            hist[int(name)] += int(value)
     done, fail = sum(completed.values()), sum(failed.values())
     total = done + fail
     connectors = sorted(set(completed) | set(failed))
