@@ -25,12 +25,14 @@ from worker import __version__
 from worker.connections import make_client
 from worker.errors import ConfigError, InvalidJobData
 from worker.jobs import JobFilter, JobPage
+from worker.logs import get_logger
 from worker.models import JobStatus, State
 from worker.operations import CLEANABLE, JobNotFound, Operations, WrongState
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import JobStats, Period
 
+log = get_logger(__name__)
 JobId = Annotated[str, Path(min_length=1, max_length=512, description="BullMQ job id")]
 _bearer = HTTPBearer(auto_error=False, description="read or admin token")
 
@@ -169,6 +171,11 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     @app.exception_handler(RedisError)
     async def redis_down(_: Request, exc: RedisError) -> JSONResponse:
         return _error(503, f"redis unavailable: {type(exc).__name__}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("api.error", error=str(exc), error_type=type(exc).__name__)
+        return _error(500, f"internal error ({type(exc).__name__})")
 
     @app.get("/v1/jobs", dependencies=read, tags=["jobs"])
     async def list_jobs(

@@ -100,3 +100,15 @@ def test_no_token_configured_refuses_to_start(make_settings: Callable[..., Setti
     """Without any configured token the API is never served open."""
     with pytest.raises(ConfigError, match="refusing to serve without auth"):
         create_app(make_settings(**tokens))
+
+
+async def test_redis_down_is_a_json_503(make_settings: Callable[..., Settings]) -> None:
+    """With Redis unreachable the API answers 503 with a JSON error, not a stack trace."""
+    from tests.api.conftest import serve
+
+    settings = make_settings(redis_url="redis://127.0.0.1:1/0", redis_connect_timeout_s=0.5,
+                             api_read_token=READ, api_admin_token=ADMIN)
+    async with serve(settings) as http:
+        resp = await http.get("/v1/jobs/1", headers=auth(READ))
+    assert resp.status_code == 503
+    assert resp.json()["error"]["message"].startswith("redis unavailable")
