@@ -32,6 +32,7 @@ from worker.runs import RunStore
 from worker.settings import Settings, environment_secret
 from worker.sinks.base import Sink
 from worker.sinks.factory import build_sink
+from worker.stats import StatsRecorder
 
 log = get_logger(__name__)
 
@@ -132,6 +133,9 @@ class App:
                 runner=runner,
                 metrics=self.metrics,
                 lookup_env=environment_secret,
+                stats=StatsRecorder(
+                    self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days
+                ),
             )
             metrics = self.metrics
             self.queue_worker = QueueWorker(

@@ -20,6 +20,8 @@ from worker.connections import make_client, redact_url
 from worker.connectors.registry import build_registry
 from worker.demo import run_demo
 from worker.errors import ConfigError, CrawlWorkerError
+from worker.jobs_cli import add_parsers as add_job_parsers
+from worker.jobs_cli import main as jobs_main
 from worker.logs import configure, get_logger
 from worker.models import CrawlingJobData, ScheduleType
 from worker.queue import JobQueue, producer_job_options
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--delay-ms", type=int, default=0)
     enqueue.add_argument("--attempts", type=int, default=3)
     enqueue.add_argument("--priority", type=int, default=5)
+    add_job_parsers(sub)  # jobs ..., schedules ..., api
     return parser
 
 
@@ -136,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             return _connectors()
         if args.command == "enqueue":
             return asyncio.run(_enqueue(settings, args))
+        if args.command in ("jobs", "schedules", "api"):
+            return jobs_main(settings, args)
     except ConfigError as exc:
         print(f"crawl-worker: {exc}", file=sys.stderr)
         return RET_CONFIG

@@ -38,6 +38,7 @@ from worker.models import CrawlingJobData, JobOutcome, job_name
 from worker.progress import ProgressReporter, ProgressWriter
 from worker.runner import CrawlRequest, Runner
 from worker.settings import Settings
+from worker.stats import StatsRecorder
 
 log = get_logger(__name__)
 
@@ -106,6 +107,7 @@ class Dispatcher:
         runner: Runner,
         metrics: Metrics | None,
         lookup_env: EnvLookup,
+        stats: StatsRecorder | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -113,6 +115,7 @@ class Dispatcher:
         self.runner = runner
         self.metrics = metrics
         self.lookup_env = lookup_env
+        self.stats = stats
         self.worker_name = settings.worker_name
 
     async def process(self, job: ActiveJob) -> dict[str, Any]:
@@ -197,6 +200,8 @@ class Dispatcher:
     def _finished(
         self, job: ActiveJob, connector: str, outcome: str, started: float, error: str | None = None
     ) -> None:
+        if self.stats and outcome in {"completed", "failed"}:
+            self.stats.record(connector, outcome, time.monotonic() - started)
         if self.metrics:
             attempts = job.attempt if outcome in {"completed", "failed"} else None
             self.metrics.job_finished(

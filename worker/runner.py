@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from worker.connectors.base import Checkpoint, Connector
+from worker.connectors.base import Checkpoint, Connector, StepResult
 from worker.errors import HandOff, InstanceBusy, LeaseLost, NoProgressError, RetryLater
 from worker.logs import get_logger
 from worker.metrics import Metrics
@@ -104,15 +104,7 @@ class Runner:
                     record.checkpoint = checkpoint.model_dump(mode="json")
                     if checkpoint.has_more:  # the last step is committed with the completion record below
                         await self.store.save(lease, record)
-                    if self.metrics:
-                        deleted = sum(doc.deleted for doc in step.documents)
-                        size = sum(doc.size for doc in step.documents)
-                        self.metrics.step_committed(
-                            request.connector, len(step.documents) - deleted, deleted, size, len(step.failures)
-                        )
-                        for key, count in step.stats.items():
-                            if key.startswith("fetches_") and count:
-                                self.metrics.fetched(request.connector, key.removeprefix("fetches_"), count)
+                    self._record_step(request.connector, step)
                     if checkpoint.has_more:  # the last step's progress is the final one, reported below
                         await progress.report(
                             record.counters.processed, record.total, **_extra(record, request, resumed)
@@ -148,6 +140,17 @@ class Runner:
             steps=c.steps,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+
+    def _record_step(self, connector: str, step: StepResult[Any]) -> None:
+        """Documents, deletions, bytes, item failures and fetches of a committed step, as metrics."""
+        if self.metrics is None:
+            return
+        deleted = sum(doc.deleted for doc in step.documents)
+        size = sum(doc.size for doc in step.documents)
+        self.metrics.step_committed(connector, len(step.documents) - deleted, deleted, size, len(step.failures))
+        for key, count in step.stats.items():
+            if key.startswith("fetches_") and count:
+                self.metrics.fetched(connector, key.removeprefix("fetches_"), count)
 
     async def _begin(
         self, request: CrawlRequest, connector: Connector[Any, Any], lease: Lease

@@ -23,9 +23,15 @@ def lock_key(prefix: str, queue: str, job_id: str) -> str:
     return f"{prefix}:{queue}:{job_id}:lock"
 
 
+def is_stuck(*, in_active: bool, lock_exists: bool) -> bool:
+    """The rule for one job: it is in the active list and its lock key is gone."""
+    return in_active and not lock_exists
+
+
 def stuck_from_exists(job_ids: Sequence[str], lock_exists: Sequence[object]) -> list[str]:
-    """The rule: the active jobs whose lock key does not exist (``lock_exists`` = EXISTS replies)."""
-    return [job_id for job_id, exists in zip(job_ids, lock_exists, strict=True) if not exists]
+    """The rule over active jobs (``lock_exists`` = their EXISTS replies): those whose lock is gone."""
+    pairs = zip(job_ids, lock_exists, strict=True)
+    return [job_id for job_id, exists in pairs if is_stuck(in_active=True, lock_exists=bool(exists))]
 
 
 async def find_stuck(client: RedisClient, prefix: str, queue: str, job_ids: Sequence[str]) -> list[str]:

@@ -4,6 +4,8 @@
 //   node node_client.mjs <redisUrl> <queue> inspect <jobId,...>                -> prints getJob fields + state
 //   node node_client.mjs <redisUrl> <queue> workers                            -> prints getWorkers() names
 //   node node_client.mjs <redisUrl> <queue> consume <count> <timeoutMs>        -> a Node Worker processes jobs
+//   node node_client.mjs <redisUrl> <queue> states <jobId,...>                 -> prints {id: getState() or null}
+//   node node_client.mjs <redisUrl> <queue> ispaused                           -> prints isPaused()
 import { Queue, QueueEvents, Worker } from 'bullmq';
 
 const [redisUrl, queueName, command, ...args] = process.argv.slice(2);
@@ -75,6 +77,15 @@ async function consume() {
   process.exit(0);
 }
 
+async function states(queue) {
+  const out = {};
+  for (const id of args[0].split(',')) {
+    const job = await queue.getJob(id);
+    out[id] = job ? await job.getState() : null;
+  }
+  console.log(JSON.stringify(out));
+}
+
 const queue = new Queue(queueName, { connection });
 try {
   if (command === 'add') await add(queue);
@@ -82,6 +93,8 @@ try {
   else if (command === 'inspect') await inspect(queue);
   else if (command === 'workers') await workers(queue);
   else if (command === 'consume') await consume();
+  else if (command === 'states') await states(queue);
+  else if (command === 'ispaused') console.log(JSON.stringify(await queue.isPaused()));
   else throw new Error(`unknown command ${command}`);
 } finally {
   await queue.close();

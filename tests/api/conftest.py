@@ -1,0 +1,116 @@
+"""Fixtures for the job API tests: jobs placed in every BullMQ state, and the API on a real loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from bullmq import Queue, Worker
+
+from tests.helpers import add_crawl, open_queue
+from worker.api import create_app
+from worker.connections import make_client
+from worker.operations import Operations
+from worker.settings import Settings
+
+READ, ADMIN = "read-token-123", "admin-token-456"
+
+
+@dataclass
+class Placed:
+    """Job ids by the state they were put in, and the queue/worker used."""
+
+    queue: Queue
+    worker: Worker
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+async def place_jobs(settings: Settings) -> Placed:
+    """One job in each state: active, stuck (lock deleted), completed, failed, waiting, prioritized, delayed."""
+    queue = open_queue(settings)
+    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
+    placed = Placed(queue, worker)
+
+    async def fetch(connector_id: str, **opts: Any) -> Any:
+        job_id = await add_crawl(queue, "mock", connector_id, priority=0, **opts)
+        job = await worker.getNextJob(f"token-{connector_id}")
+        assert job is not None
+        assert job.id == job_id
+        return job
+
+    active = await fetch("a1")
+    await active.updateProgress({"percentage": 50, "current": 5, "total": 10})
+    await active.log("fetched page 1")
+    placed.ids["active"] = active.id
+    stuck = await fetch("s1")
+    placed.ids["stuck"] = stuck.id
+    client = make_client(settings)
+    await client.delete(f"{settings.prefix}:{settings.queue_name}:{stuck.id}:lock")
+    await client.aclose()
+    done = await fetch("c1")
+    await done.moveToCompleted({"documents": 3}, "token-c1")
+    placed.ids["completed"] = done.id
+    bad = await fetch("f1", attempts=1)
+    await bad.moveToFailed(RuntimeError("boom: source unreachable"), "token-f1")
+    placed.ids["failed"] = bad.id
+    placed.ids["waiting"] = await add_crawl(queue, "mock", "w1", priority=0)
+    placed.ids["prioritized"] = await add_crawl(queue, "web", "p1")
+    placed.ids["delayed"] = await add_crawl(queue, "web", "d1", delay=600_000)
+    return placed
+
+
+@pytest.fixture
+async def placed(make_settings: Callable[..., Settings]) -> AsyncIterator[Placed]:
+    """Jobs in every state on this test's queue."""
+    p = await place_jobs(make_settings())
+    yield p
+    await p.worker.close(force=True)
+    await p.queue.close()
+
+
+@pytest.fixture
+async def ops(make_settings: Callable[..., Settings]) -> AsyncIterator[Operations]:
+    """The shared operations on this test's queue."""
+    settings = make_settings()
+    client = make_client(settings)
+    o = Operations(settings, client)
+    yield o
+    await o.close()
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app served by uvicorn on a free loopback port; yields a client for it."""
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.fixture
+async def http(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the API on this test's queue (no token attached)."""
+    async with serve(make_settings(api_read_token=READ, api_admin_token=ADMIN)) as client:
+        yield client
+
+
+def auth(token: str) -> dict[str, str]:
+    """The Authorization header for ``token``."""
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,176 @@
+"""``crawl-worker jobs ...``, ``crawl-worker schedules ...`` and ``crawl-worker api`` (delegated from cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import datetime
+from typing import Any, TextIO
+
+from worker.connections import make_client
+from worker.errors import ConfigError, InvalidJobData
+from worker.jobs import JobFilter
+from worker.models import ScheduleConfig, State
+from worker.operations import CLEANABLE, JobNotFound, Operations, WrongState
+from worker.schedules import ScheduleRequest
+from worker.settings import Settings
+from worker.stats import Period
+
+RET_OK, RET_ERROR, RET_NOT_FOUND = 0, 1, 5
+
+
+def _filters(p: argparse.ArgumentParser, *, state: bool = True) -> None:
+    if state:
+        p.add_argument("--state", choices=[s.value for s in State])
+    p.add_argument("--connector")
+    p.add_argument("--connector-id")
+    p.add_argument("--org-id")
+    p.add_argument("--created-after", type=datetime.fromisoformat, help="ISO 8601 time")
+    p.add_argument("--created-before", type=datetime.fromisoformat, help="ISO 8601 time")
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the ``jobs``, ``schedules`` and ``api`` commands to the CLI's sub-parsers."""
+    jobs = sub.add_parser("jobs", help="inspect and operate on jobs").add_subparsers(dest="action", required=True)
+    jobs.add_parser("get", help="one job's JobStatus and log lines").add_argument("id")
+    listing = jobs.add_parser("list", help="jobs matching filters, paginated")
+    _filters(listing)
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--offset", type=int, default=0)
+    jobs.add_parser("retry", help="retry a failed job").add_argument("id")
+    _filters(jobs.add_parser("retry-failed", help="retry every failed job matching filters"), state=False)
+    jobs.add_parser("promote", help="run a delayed job now").add_argument("id")
+    jobs.add_parser("remove", help="remove a job").add_argument("id")
+    jobs.add_parser("pause", help="pause the queue")
+    jobs.add_parser("resume", help="resume the queue")
+    clean = jobs.add_parser("clean", help="delete jobs in a state older than a grace period")
+    clean.add_argument("--state", required=True, choices=CLEANABLE)
+    clean.add_argument("--older-than-ms", type=int, default=0)
+    clean.add_argument("--limit", type=int, default=1000)
+    exp = jobs.add_parser("export", help="stream matching jobs as CSV or JSON to stdout")
+    _filters(exp)
+    exp.add_argument("--format", choices=["csv", "json"], default="json")
+    jobs.add_parser("stats", help="job statistics for a period").add_argument(
+        "--period", choices=[p.value for p in Period], default="24h"
+    )
+    sched = sub.add_parser("schedules", help="connector instance schedules (BullMQ job schedulers)")
+    actions = sched.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every schedule")
+    put = actions.add_parser("set", help="create or update from a PipesHub scheduleConfig (JSON)")
+    put.add_argument("--connector", required=True)
+    put.add_argument("--connector-id", required=True)
+    put.add_argument("--org-id", required=True)
+    put.add_argument("--user-id", required=True)
+    put.add_argument("--schedule-config", required=True, help='e.g. \'{"scheduleType":"daily","hour":2}\'')
+    rm = actions.add_parser("remove", help="remove an instance's schedule")
+    rm.add_argument("--connector", required=True)
+    rm.add_argument("--connector-id", required=True)
+    api = sub.add_parser("api", help="serve the job API over HTTP (needs api_read_token / api_admin_token)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+
+
+def _print(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _job_filter(args: argparse.Namespace) -> JobFilter:
+    return JobFilter(
+        state=getattr(args, "state", None),
+        connector=args.connector,
+        connector_id=args.connector_id,
+        org_id=args.org_id,
+        created_after=args.created_after,
+        created_before=args.created_before,
+    )
+
+
+async def _jobs(ops: Operations, args: argparse.Namespace, out: TextIO) -> None:
+    a = args.action
+    if a == "get":
+        status, logs = await ops.get(args.id)
+        _print({"job": status.model_dump(mode="json", by_alias=True), "logs": logs}, out)
+    elif a == "list":
+        page = await ops.page(_job_filter(args), limit=args.limit, offset=args.offset)
+        _print(page.model_dump(mode="json", by_alias=True), out)
+    elif a == "retry":
+        _print((await ops.retry(args.id)).model_dump(mode="json", by_alias=True), out)
+    elif a == "retry-failed":
+        ids = await ops.retry_failed(_job_filter(args))
+        _print({"count": len(ids), "ids": ids}, out)
+    elif a == "promote":
+        _print((await ops.promote(args.id)).model_dump(mode="json", by_alias=True), out)
+    elif a == "remove":
+        await ops.remove(args.id)
+        _print({"id": args.id, "removed": True}, out)
+    elif a in ("pause", "resume"):
+        _print(await (ops.pause() if a == "pause" else ops.resume()), out)
+    elif a == "clean":
+        ids = await ops.clean(args.state, args.older_than_ms, args.limit)
+        _print({"count": len(ids), "ids": ids}, out)
+    elif a == "export":
+        async for piece in ops.export(_job_filter(args), args.format):
+            out.write(piece)
+    elif a == "stats":
+        _print((await ops.stats(Period(args.period))).model_dump(mode="json"), out)
+
+
+async def _schedules(ops: Operations, args: argparse.Namespace, out: TextIO) -> None:
+    if args.action == "list":
+        _print(await ops.schedules(), out)
+    elif args.action == "set":
+        cfg = ScheduleConfig.model_validate(json.loads(args.schedule_config))
+        req = ScheduleRequest(
+            connector=args.connector,
+            connector_id=args.connector_id,
+            org_id=args.org_id,
+            user_id=args.user_id,
+            schedule_config=cfg,
+        )
+        _print(await ops.upsert_schedule(req), out)
+    else:
+        _print({"removed": await ops.remove_schedule(args.connector, args.connector_id)}, out)
+
+
+async def run_command(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Run a ``jobs`` or ``schedules`` action; errors print a message and return a non-zero code."""
+    client = make_client(settings)
+    ops = Operations(settings, client)
+    try:
+        if args.command == "jobs":
+            await _jobs(ops, args, out)
+        else:
+            await _schedules(ops, args, out)
+    except JobNotFound as exc:
+        print(f"crawl-worker: {exc}", file=sys.stderr)
+        return RET_NOT_FOUND
+    except (WrongState, InvalidJobData, ValueError) as exc:
+        print(f"crawl-worker: {exc}", file=sys.stderr)
+        return RET_ERROR
+    finally:
+        await ops.close()
+        await client.aclose()
+    return RET_OK
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the HTTP API with uvicorn until interrupted (ConfigError when no token is configured)."""
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+
+    from worker.api import create_app  # noqa: PLC0415
+
+    app = create_app(settings)
+    port = settings.api_port if args.port is None else args.port
+    uvicorn.run(app, host=args.host or settings.api_host, port=port, log_level="warning")
+    return RET_OK
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    """Entry from cli.py for the jobs / schedules / api commands."""
+    if args.command == "api":
+        return serve(settings, args)
+    if args.command not in ("jobs", "schedules"):
+        raise ConfigError(f"unknown command {args.command!r}")
+    return asyncio.run(run_command(settings, args))

@@ -1,0 +1,133 @@
+"""The job operations the CLI and the HTTP API share, on one queue: reads from Redis, writes via bullmq."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from worker.connections import RedisClient
+from worker.jobs import JobFilter, JobPage, current_counts, export, iter_statuses, list_jobs
+from worker.models import JobStatus, State
+from worker.queue import QueueAdmin
+from worker.schedules import ScheduleRequest, list_schedules, remove, upsert
+from worker.settings import Settings
+from worker.stats import JobStats, Period, read_stats
+from worker.status import Keys, get_logs, get_status
+
+CLEANABLE = ("completed", "failed", "delayed", "wait", "paused", "prioritized")
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+class WrongState(ValueError):
+    """The job is not in a state the operation applies to."""
+
+
+class Operations:
+    """Everything an operator can ask of a queue. Owns nothing: ``client`` is closed by the caller."""
+
+    def __init__(self, settings: Settings, client: RedisClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.keys = Keys(settings.prefix, settings.queue_name)
+        self.admin = QueueAdmin(settings, client)
+
+    async def get(self, job_id: str) -> tuple[JobStatus, list[str]]:
+        """One job and its log lines."""
+        status = await get_status(self.client, self.keys, job_id)
+        if status is None:
+            raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
+        return status, await get_logs(self.client, self.keys, job_id)
+
+    async def page(self, flt: JobFilter, *, limit: int, offset: int) -> JobPage:
+        """A page of matching jobs."""
+        return await list_jobs(self.client, self.keys, flt, limit=limit, offset=offset)
+
+    def export(self, flt: JobFilter, fmt: str) -> AsyncIterator[str]:
+        """Matching jobs as a CSV or JSON text stream."""
+        return export(self.client, self.keys, flt, fmt)
+
+    async def retry(self, job_id: str) -> JobStatus:
+        """Retry a failed job (it goes back to waiting)."""
+        before = await self.admin.retry(job_id)
+        if before is None:
+            raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
+        if before != "failed":
+            raise WrongState(f"job {job_id!r} is {before}, only failed jobs can be retried")
+        return (await self.get(job_id))[0]
+
+    async def retry_failed(self, flt: JobFilter) -> list[str]:
+        """Retry every failed job matching ``flt``; returns the ids retried."""
+        flt = flt.model_copy(update={"state": State.FAILED})
+        ids = [status.id async for status in iter_statuses(self.client, self.keys, flt) if status.id]
+        done = []
+        for job_id in ids:
+            if await self.admin.retry(job_id) == "failed":
+                done.append(job_id)
+        return done
+
+    async def promote(self, job_id: str) -> JobStatus:
+        """Run a delayed job now."""
+        before = await self.admin.promote(job_id)
+        if before is None:
+            raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
+        if before != "delayed":
+            raise WrongState(f"job {job_id!r} is {before}, only delayed jobs can be promoted")
+        return (await self.get(job_id))[0]
+
+    async def remove(self, job_id: str) -> None:
+        """Remove a job (an active job holding its lock cannot be removed)."""
+        status = await get_status(self.client, self.keys, job_id)
+        if status is None:
+            raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
+        if not await self.admin.remove(job_id):
+            raise WrongState(f"job {job_id!r} is {status.state.value} and locked by a worker; it cannot be removed")
+
+    async def pause(self) -> dict[str, Any]:
+        """Pause the queue."""
+        await self.admin.pause()
+        return await self.queue_info()
+
+    async def resume(self) -> dict[str, Any]:
+        """Resume the queue."""
+        await self.admin.resume()
+        return await self.queue_info()
+
+    async def queue_info(self) -> dict[str, Any]:
+        """Queue name, paused flag and current counts."""
+        return {
+            "queue": self.keys.queue,
+            "paused": await self.admin.is_paused(),
+            "counts": await current_counts(self.client, self.keys),
+        }
+
+    async def clean(self, state: str, older_than_ms: int, limit: int) -> list[str]:
+        """Delete up to ``limit`` jobs in ``state`` older than ``older_than_ms``."""
+        if state not in CLEANABLE:
+            raise WrongState(f"cannot clean state {state!r} (one of {', '.join(CLEANABLE)})")
+        return await self.admin.clean(state, older_than_ms, limit)
+
+    async def stats(self, period: Period) -> JobStats:
+        """Statistics for ``period`` plus the queue's current counts."""
+        counts = await current_counts(self.client, self.keys)
+        return await read_stats(
+            self.client, prefix=self.keys.prefix, queue=self.keys.queue, period=period, by_status=counts
+        )
+
+    async def upsert_schedule(self, req: ScheduleRequest) -> dict[str, Any]:
+        """Create, update or (disabled) remove an instance's schedule."""
+        return await upsert(self.admin, req)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule."""
+        return await list_schedules(self.admin)
+
+    async def remove_schedule(self, connector: str, connector_id: str) -> bool:
+        """Remove an instance's schedule."""
+        return await remove(self.admin, connector, connector_id)
+
+    async def close(self) -> None:
+        """Close the bullmq queue handle."""
+        await self.admin.close()

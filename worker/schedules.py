@@ -1,0 +1,100 @@
+"""A connector instance's schedule from PipesHub's ``scheduleConfig``, as a BullMQ job scheduler.
+
+One scheduler per connector instance, id ``crawl-<connector>-<connectorId>`` (the job name), so
+create and update are the same upsert. Every job it produces is PipesHub-shaped: that name, data from
+:meth:`CrawlingJobData.for_instance` with the instance's scheduleConfig, and the producer's options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.errors import InvalidJobData
+from worker.models import CamelModel, CrawlingJobData, ScheduleConfig, ScheduleType, job_name
+from worker.queue import QueueAdmin, producer_job_options
+
+
+class ScheduleRequest(CamelModel):
+    """What the API and CLI take to schedule one connector instance (camelCase on the wire)."""
+
+    connector: str
+    connector_id: str
+    org_id: str
+    user_id: str
+    schedule_config: ScheduleConfig
+
+
+def cron_of(cfg: ScheduleConfig) -> str:
+    """The cron pattern of a scheduleConfig (InvalidJobData when it cannot be scheduled)."""
+    minute = cfg.minute or 0
+    hour = cfg.hour or 0
+    kind = cfg.schedule_type
+    if kind == ScheduleType.HOURLY:
+        every = cfg.interval or 1
+        return f"{minute} * * * *" if every == 1 else f"{minute} */{every} * * *"
+    if kind == ScheduleType.DAILY:
+        return f"{minute} {hour} * * *"
+    if kind == ScheduleType.WEEKLY:
+        days = ",".join(str(d) for d in sorted(set(cfg.days_of_week or [1])))
+        return f"{minute} {hour} * * {days}"
+    if kind == ScheduleType.MONTHLY:
+        return f"{minute} {hour} {cfg.day_of_month or 1} * *"
+    if kind == ScheduleType.CUSTOM:
+        if not cfg.cron_expression or not cfg.cron_expression.strip():
+            raise InvalidJobData("scheduleType 'custom' needs a cronExpression")
+        return cfg.cron_expression.strip()
+    raise InvalidJobData(f"scheduleType {kind.value!r} is not recurring; enqueue a (delayed) job instead")
+
+
+def _check_cron(pattern: str, tz: str) -> None:
+    from datetime import datetime  # noqa: PLC0415 - only needed to validate
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+    from croniter import croniter  # type: ignore[import-untyped]  # noqa: PLC0415 - bullmq uses croniter
+
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidJobData(f"unknown timezone {tz!r}") from None
+    if not croniter.is_valid(pattern):
+        raise InvalidJobData(f"invalid cron expression {pattern!r}")
+    croniter(pattern, datetime.now(zone))
+
+
+async def upsert(admin: QueueAdmin, req: ScheduleRequest) -> dict[str, Any]:
+    """Create or update the instance's scheduler; a disabled config removes it. Returns the summary."""
+    name = job_name(req.connector, req.connector_id)
+    if not req.schedule_config.is_enabled:
+        await admin.remove_scheduler(name)
+        return {"id": name, "enabled": False}
+    pattern = cron_of(req.schedule_config)
+    tz = req.schedule_config.timezone or "UTC"
+    _check_cron(pattern, tz)
+    data = CrawlingJobData.for_instance(
+        req.connector, req.connector_id, org_id=req.org_id, user_id=req.user_id
+    ).model_copy(update={"schedule_config": req.schedule_config})
+    _, payload = data.to_job()
+    opts = producer_job_options()
+    await admin.upsert_scheduler(name, pattern=pattern, tz=tz, name=name, data=payload, opts=opts)
+    return {"id": name, "enabled": True, "pattern": pattern, "tz": tz}
+
+
+async def list_schedules(admin: QueueAdmin) -> list[dict[str, Any]]:
+    """Every scheduler on the queue: id, name, pattern, tz, next run (ms)."""
+    out = []
+    for rec in await admin.schedulers():
+        out.append(
+            {
+                "id": rec.get("key"),
+                "name": rec.get("name"),
+                "pattern": rec.get("pattern"),
+                "tz": rec.get("tz"),
+                "next": rec.get("next"),
+            }
+        )
+    return out
+
+
+async def remove(admin: QueueAdmin, connector: str, connector_id: str) -> bool:
+    """Remove the instance's scheduler; True if it existed."""
+    return await admin.remove_scheduler(job_name(connector, connector_id))

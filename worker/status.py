@@ -1,0 +1,135 @@
+"""A BullMQ job hash -> :class:`JobStatus`, and where a job is -> its :class:`State`.
+
+Reads Redis directly (no bullmq import): one pipeline per job, or per page of jobs.
+BullMQ keeps jobs in ``wait`` / ``paused`` (lists), ``prioritized`` (zset, still waiting),
+``active`` (list), ``delayed``, ``completed``, ``failed`` (zsets); ``meta`` has ``paused``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.connections import RedisClient
+from worker.models import CrawlingJobData, JobStatus, State
+from worker.stuck import is_stuck, lock_key
+
+JOB_FIELDS = (
+    "name", "data", "progress", "delay", "timestamp", "attemptsMade", "atm",
+    "finishedOn", "processedOn", "failedReason",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Redis keys of one BullMQ queue."""
+
+    prefix: str
+    queue: str
+
+    def key(self, suffix: str) -> str:
+        """``<prefix>:<queue>:<suffix>``."""
+        return f"{self.prefix}:{self.queue}:{suffix}"
+
+    def job(self, job_id: str) -> str:
+        """The job's hash."""
+        return self.key(job_id)
+
+    def lock(self, job_id: str) -> str:
+        """The job's lock key."""
+        return lock_key(self.prefix, self.queue, job_id)
+
+
+def _int(value: str | None) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def _json(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def parse_data(raw: str | None) -> CrawlingJobData | dict[str, Any]:
+    """The job data as CrawlingJobData when it is valid, else the raw object (never fails)."""
+    value = _json(raw)
+    if not isinstance(value, dict):
+        return {"value": value} if value is not None else {}
+    try:
+        return CrawlingJobData.model_validate(value)
+    except ValidationError:
+        return value
+
+
+def to_status(job_id: str, fields: Sequence[str | None], state: State) -> JobStatus:
+    """Build a JobStatus from the HMGET of :data:`JOB_FIELDS`."""
+    f = dict(zip(JOB_FIELDS, fields, strict=True))
+    progress = _json(f["progress"])
+    if not isinstance(progress, int | float | dict):
+        progress = None
+    return JobStatus(
+        id=job_id,
+        name=f["name"] or "",
+        data=parse_data(f["data"]),
+        progress=progress,
+        delay=_int(f["delay"]),
+        timestamp=_int(f["timestamp"]) or 0,
+        attempts_made=_int(f["attemptsMade"]) or _int(f["atm"]) or 0,
+        finished_on=_int(f["finishedOn"]),
+        processed_on=_int(f["processedOn"]),
+        failed_reason=f["failedReason"] or None,
+        state=state,
+    )
+
+
+_ORDER = (("completed", State.COMPLETED), ("failed", State.FAILED), ("delayed", State.DELAYED))
+
+
+def state_of(where: Mapping[str, bool], *, queue_paused: bool, lock_exists: bool) -> State | None:
+    """Map where a job was found to its State (None: not in any state set)."""
+    for name, state in _ORDER:
+        if where.get(name):
+            return state
+    if where.get("active"):
+        return State.STUCK if is_stuck(in_active=True, lock_exists=lock_exists) else State.ACTIVE
+    if where.get("paused") or (queue_paused and (where.get("wait") or where.get("prioritized"))):
+        return State.PAUSED
+    return State.WAITING if where.get("wait") or where.get("prioritized") else None
+
+
+async def get_status(client: RedisClient, keys: Keys, job_id: str) -> JobStatus | None:
+    """One job's status in one round trip, or None when the job does not exist."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.job(job_id), list(JOB_FIELDS))
+    pipe.exists(keys.job(job_id))
+    for zset in ("completed", "failed", "delayed", "prioritized"):
+        pipe.zscore(keys.key(zset), job_id)
+    for lst in ("active", "wait", "paused"):
+        pipe.lpos(keys.key(lst), job_id)
+    pipe.exists(keys.lock(job_id))
+    pipe.hget(keys.key("meta"), "paused")
+    fields, exists, *found, lock, paused = await pipe.execute()
+    if not exists:
+        return None
+    names = ("completed", "failed", "delayed", "prioritized", "active", "wait", "paused")
+    where = {name: value is not None for name, value in zip(names, found, strict=True)}
+    state = state_of(where, queue_paused=bool(paused), lock_exists=bool(lock)) or State.WAITING
+    return to_status(job_id, fields, state)
+
+
+async def get_logs(client: RedisClient, keys: Keys, job_id: str, limit: int = 1000) -> list[str]:
+    """The job's log lines (oldest first, the last ``limit``)."""
+    lines = await client.lrange(keys.key(f"{job_id}:logs"), -limit, -1)
+    return [str(line) for line in lines]
