@@ -154,6 +154,7 @@ class App:
                 concurrency=s.concurrency,
                 connectors=connectors.names(),
                 worker_name=s.worker_name,
+                event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             )
             for hook in self.on_started:
                 await hook(self)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker import __version__, systemd
+from worker import __version__, loop, systemd
 from worker.app import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, App
 from worker.catalog import Catalog
 from worker.connections import make_client, redact_url
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
     configure(settings.log_level, settings.log_format)
     try:
         if args.command == "run":
-            return asyncio.run(_run(settings, args.demo))
+            return loop.run(_run(settings, args.demo), settings.event_loop)
         if args.command == "check":
             return asyncio.run(_check(settings))
         if args.command == "connectors":

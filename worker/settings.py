@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     run_retention_days: PositiveInt = 30
     stats_retention_days: PositiveInt = 35
 
+    # --- runtime ---------------------------------------------------------------------------
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="auto: uvloop when installed (measured in docs/benchmarks.md), else asyncio."
+    )
+
     # --- observability ---------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
