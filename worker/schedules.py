@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field, ValidationError
+
 from worker.errors import InvalidJobData
 from worker.models import CamelModel, CrawlingJobData, ScheduleConfig, ScheduleType, job_name
 from worker.queue import QueueAdmin, producer_job_options
@@ -17,10 +19,10 @@ from worker.queue import QueueAdmin, producer_job_options
 class ScheduleRequest(CamelModel):
     """What the API and CLI take to schedule one connector instance (camelCase on the wire)."""
 
-    connector: str
-    connector_id: str
-    org_id: str
-    user_id: str
+    connector: str = Field(min_length=1, max_length=200)
+    connector_id: str = Field(min_length=1, max_length=200)
+    org_id: str = Field(min_length=1, max_length=200)
+    user_id: str = Field(min_length=1, max_length=200)
     schedule_config: ScheduleConfig
 
 
@@ -70,9 +72,12 @@ async def upsert(admin: QueueAdmin, req: ScheduleRequest) -> dict[str, Any]:
     pattern = cron_of(req.schedule_config)
     tz = req.schedule_config.timezone or "UTC"
     _check_cron(pattern, tz)
-    data = CrawlingJobData.for_instance(
-        req.connector, req.connector_id, org_id=req.org_id, user_id=req.user_id
-    ).model_copy(update={"schedule_config": req.schedule_config})
+    try:
+        data = CrawlingJobData.for_instance(
+            req.connector, req.connector_id, org_id=req.org_id, user_id=req.user_id
+        ).model_copy(update={"schedule_config": req.schedule_config})
+    except ValidationError as exc:  # whatever the job model refuses, the caller hears as 422
+        raise InvalidJobData(f"cannot build the crawl job: {exc.errors()[0]['msg']}") from exc
     _, payload = data.to_job()
     opts = producer_job_options()
     await admin.upsert_scheduler(name, pattern=pattern, tz=tz, name=name, data=payload, opts=opts)
