@@ -5,30 +5,27 @@ Each round fills a fresh queue with producer-shaped jobs (priority 5, so they si
 is pure queue + run-record overhead (fetch, lease, run record, progress, finish). The worker
 processes start on a full backlog; after a warm-up, jobs consumed in a fixed window give jobs/s.
 CPU is read from /proc for the worker processes and from INFO cpu for Redis, over the same window.
-Redis is a private redis-server started here when one is installed (the shared test Redis would mix
-other clients into INFO cpu); ``redis_url`` is used otherwise.
+Redis is the harness's private redis-server (``bench.common.private_redis``): the shared test Redis
+would mix other clients into INFO cpu.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 from bullmq import Queue
 
+from bench.common import delete_queue, private_redis
 from worker.models import CrawlingJobData
 from worker.queue import node_client_name, producer_job_options
 
@@ -86,12 +83,6 @@ def _redis_cpu(client: redis.Redis) -> tuple[float, int]:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(stats["total_commands_processed"])
 
 
-def _delete_queue(client: redis.Redis, queue_name: str) -> None:
-    keys = list(client.scan_iter(match=f"bull:{queue_name}:*", count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i : i + 500])
-
-
 def _round(redis_url: str, out_dir: Path, processes: int, catalog: Path) -> dict[str, Any]:
     queue_name = f"bench-scale-{processes}-{uuid.uuid4().hex[:6]}"
     client = redis.Redis.from_url(redis_url)
@@ -135,7 +126,7 @@ def _round(redis_url: str, out_dir: Path, processes: int, catalog: Path) -> dict
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
-        _delete_queue(client, queue_name)
+        delete_queue(client, queue_name)
         client.close()
     elapsed = t1 - t0
     done = left0 - left1
@@ -154,41 +145,14 @@ def _round(redis_url: str, out_dir: Path, processes: int, catalog: Path) -> dict
     }
 
 
-@contextlib.contextmanager
-def _private_redis(redis_url: str, out_dir: Path) -> Iterator[tuple[str, str]]:
-    """A redis-server of our own, so INFO cpu counts only this benchmark (else ``redis_url``)."""
-    server = shutil.which("redis-server", path="/usr/bin:/usr/local/bin") or shutil.which("redis-server")
-    if server is None:
-        yield redis_url, f"the given Redis {redis_url} (shared: other clients' load is included)"
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(out_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        version = client.info("server")["redis_version"]
-        client.close()
-        yield url, f"a private redis-server {version} on loopback (nothing else uses it)"
-    finally:
-        proc.kill()
-        proc.wait(5)
-
-
 def run(redis_url: str, out_dir: Path) -> dict[str, Any]:
     """Throughput of no-op crawl jobs with 1, 2 and 4 worker processes (bench harness contract)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     catalog = _catalog(out_dir / "scale-catalog.toml")
-    with _private_redis(redis_url, out_dir) as (url, which_redis):
-        rows = [_round(url, out_dir, n, catalog) for n in PROCESSES]
+    client = redis.Redis.from_url(redis_url)
+    which_redis = f"the harness's private redis-server {client.info('server')['redis_version']} on loopback"
+    client.close()
+    rows = [_round(redis_url, out_dir, n, catalog) for n in PROCESSES]
     base = rows[0]["jobs_per_s"] or 1.0
     for row in rows:
         row["speedup"] = round(row["jobs_per_s"] / base, 2)
@@ -211,5 +175,6 @@ def run(redis_url: str, out_dir: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result = run("redis://127.0.0.1:6379/0", REPO / ".bench" / "scale")
+    with private_redis(REPO / ".bench" / "scale-redis") as private_url:  # INFO cpu must count only us
+        result = run(private_url, REPO / ".bench" / "scale")
     print(json.dumps(result, indent=2))
