@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.connectors.base import Checkpoint, Connector, StepResult
@@ -86,7 +86,8 @@ class Runner:
                 "by another job; deferred",
                 self.busy_delay_s,
             )
-        async with self._renewing(lease) as lost:
+        async with self._renewing(lease) as watch:
+            lost = watch.lost
             record, checkpoint, resumed = await self._begin(request, connector, lease)
             instance = InstanceRef(request.org_id, request.connector, request.connector_id, record.run_id)
             progress.raise_floor(record.percentage)
@@ -125,7 +126,8 @@ class Runner:
             record.last_completed_version = record.checkpoint_version
             record.last_completed_at = time.time()
             record.checkpoint = None
-            await self.store.save(lease, record)
+            await self.store.save(lease, record, release=True)
+            watch.released = True
             await progress.finish(record.counters.processed, **_extra(record, request, resumed))
         c = record.counters
         return JobOutcome(
@@ -156,7 +158,7 @@ class Runner:
         self, request: CrawlRequest, connector: Connector[Any, Any], lease: Lease
     ) -> tuple[RunRecord, Checkpoint, bool]:
         """Resume an interrupted run from its checkpoint, or start a new (incremental) run."""
-        record = await self.store.load(request.instance_key)
+        record = lease.record()
         version = connector.checkpoint_model.schema_version
         resumable = (
             record is not None
@@ -208,9 +210,10 @@ class Runner:
         return record, checkpoint, resumed
 
     @contextlib.asynccontextmanager
-    async def _renewing(self, lease: Lease) -> AsyncIterator[asyncio.Event]:
-        """Renew the lease in the background; the event is set if it was lost. Released on exit."""
-        lost = asyncio.Event()
+    async def _renewing(self, lease: Lease) -> AsyncIterator[_LeaseWatch]:
+        """Renew the lease in the background; ``lost`` is set if it was lost. Released on exit unless done."""
+        watch = _LeaseWatch()
+        lost = watch.lost
 
         async def renew() -> None:
             interval = self.store.lease_ms / 3000
@@ -225,14 +228,22 @@ class Runner:
 
         task = asyncio.create_task(renew())
         try:
-            yield lost
+            yield watch
         finally:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            if not lost.is_set():
+            if not lost.is_set() and not watch.released:
                 with contextlib.suppress(Exception):
                     await self.store.release(lease)
+
+
+@dataclass
+class _LeaseWatch:
+    """A held lease's state as the runner sees it: lost to another holder, or released with the last save."""
+
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    released: bool = False
 
 
 def _account(record: RunRecord, step: Any, written: int) -> None:

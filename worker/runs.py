@@ -15,7 +15,7 @@ call, so a worker that lost the instance to another can never overwrite its chec
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -27,11 +27,11 @@ RunStatus = Literal["running", "interrupted", "completed", "abandoned"]
 
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] and string.sub(cur, 1, #ARGV[4]) ~= ARGV[4] then return -1 end
+if cur and cur ~= ARGV[1] and string.sub(cur, 1, #ARGV[4]) ~= ARGV[4] then return {-1} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-return epoch
+return {epoch, redis.call('HGET', KEYS[2], 'record')}
 """
 
 _RENEW = """
@@ -49,6 +49,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(redis.call('HGET', KEYS[2], 'epoch')) ~= tonumber(ARGV[2]) then return -1 end
 redis.call('HSET', KEYS[2], 'record', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[5] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
@@ -95,6 +96,12 @@ class Lease:
     key: str
     token: str
     epoch: int
+    #: The run record as it was when the lease was granted (read atomically with the epoch bump).
+    record_json: str | None = field(default=None, repr=False, compare=False)
+
+    def record(self) -> RunRecord | None:
+        """The instance's run record at acquisition, if one was stored."""
+        return RunRecord.model_validate_json(self.record_json) if self.record_json else None
 
 
 class RunStore:
@@ -121,8 +128,11 @@ class RunStore:
         is dead or fenced off by the new epoch.
         """
         args: list[str | int] = [token, self.lease_ms, self._retention_s, takeover_prefix or token]
-        epoch = int(await self._acquire(keys=self._keys(instance), args=args))
-        return None if epoch < 0 else Lease(instance, token, epoch)
+        reply = await self._acquire(keys=self._keys(instance), args=args)
+        epoch = int(reply[0])
+        if epoch < 0:
+            return None
+        return Lease(instance, token, epoch, reply[1] if len(reply) > 1 and reply[1] else None)
 
     async def renew(self, lease: Lease) -> bool:
         """Extend the lease; False when it was lost (expired and taken, or released)."""
@@ -142,13 +152,16 @@ class RunStore:
         raw = await self._client.hget(self._keys(instance)[1], "record")
         return RunRecord.model_validate_json(raw) if raw else None
 
-    async def save(self, lease: Lease, record: RunRecord) -> None:
-        """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost."""
+    async def save(self, lease: Lease, record: RunRecord, *, release: bool = False) -> None:
+        """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost.
+
+        ``release`` gives the lease back in the same atomic step (the run's last write).
+        """
         record.updated_at = time.time()
         result = int(
             await self._save(
                 keys=self._keys(lease.key),
-                args=[lease.token, lease.epoch, record.model_dump_json(), self._retention_s],
+                args=[lease.token, lease.epoch, record.model_dump_json(), self._retention_s, int(release)],
             )
         )
         if result != 1:
