@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -48,9 +49,13 @@ def forbidden_reason(address: IPAddress) -> str | None:
 class AddressGuard:
     """Checks URLs against the rule above; ``allowed`` networks are exempt (e.g. 127.0.0.0/8 in tests)."""
 
+    #: A host's verdict is reused this long: every page, robots.txt and redirect hop asks again.
+    CACHE_S = 60.0
+
     def __init__(self, allowed: Sequence[str] = (), resolver: Resolver = system_resolver) -> None:
         self.allowed: list[IPNetwork] = [ipaddress.ip_network(n, strict=False) for n in allowed]
         self.resolver = resolver
+        self._verdicts: dict[tuple[str, int], tuple[float, str | None]] = {}
 
     def _check(self, host: str, address: str) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -72,8 +77,23 @@ class AddressGuard:
         else:
             self._check(host, host)
             return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        now = time.monotonic()
+        cached = self._verdicts.get((host, port))
+        if cached is not None and cached[0] > now:
+            if cached[1] is not None:
+                raise BlockedAddress(cached[1])
+            return
         try:
-            addresses = await self.resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+            await self._resolve_and_check(host, port)
+        except BlockedAddress as exc:
+            self._verdicts[(host, port)] = (now + self.CACHE_S, str(exc))
+            raise
+        self._verdicts[(host, port)] = (now + self.CACHE_S, None)
+
+    async def _resolve_and_check(self, host: str, port: int) -> None:
+        try:
+            addresses = await self.resolver(host, port)
         except OSError as exc:
             raise BlockedAddress(f"cannot resolve {host}: {exc}") from exc
         if not addresses:
