@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench.common import DROP_JOBS
 from worker.jobs import JobFilter, list_jobs
 from worker.models import State
 from worker.stats import Period, read_stats
@@ -49,11 +50,6 @@ for i = first, last do
 end
 return last
 """
-DROP = """
-local base, first, last = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = first, last do redis.call('UNLINK', base .. ':' .. i) end
-return last
-"""
 
 
 async def _fill(client: aioredis.Redis, base: str, now_ms: int) -> None:
@@ -74,7 +70,7 @@ async def _fill_stats(client: aioredis.Redis, base: str, now_s: float) -> None:
 
 async def _drop(client: aioredis.Redis, base: str) -> None:
     for first in range(1, JOBS + 1, CHUNK):
-        await client.eval(DROP, 1, base, first, min(JOBS, first + CHUNK - 1))  # type: ignore[misc]
+        await client.eval(DROP_JOBS, 1, base, first, min(JOBS, first + CHUNK - 1))  # type: ignore[misc]
     async for key in client.scan_iter(match=f"{base}:*", count=5000):
         await client.unlink(key)
 

@@ -19,6 +19,7 @@ import httpx
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from bench.common import DROP_JOBS
 from worker.http import OpsServer
 from worker.metrics import Metrics
 from worker.queue_stats import QueueStatsCollector
@@ -35,11 +36,6 @@ for i = first, last do
              'opts', '{"attempts":3}', 'timestamp', now, 'delay', '0', 'priority', '0')
   redis.call('LPUSH', base .. ':wait', i)
 end
-return last
-"""
-DROP = """
-local base, first, last = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = first, last do redis.call('UNLINK', base .. ':' .. i) end
 return last
 """
 
@@ -142,7 +138,7 @@ async def _run(redis_url: str) -> dict[str, Any]:
         started = time.perf_counter()
         for waiting, queue in queues.items():
             base = f"bull:{queue}"
-            await _chunks(client, DROP, base, waiting)
+            await _chunks(client, DROP_JOBS, base, waiting)
             snapshot = f"{base}:crawl-worker:queue-stats"
             await client.unlink(f"{base}:wait", snapshot, f"{snapshot}:lock")
         notes.append(f"all deleted in {time.perf_counter() - started:.1f} s")

@@ -20,6 +20,13 @@ from worker.queue import producer_job_options
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+#: Deletes the hashes of job ids ARGV[1]..ARGV[2] under KEYS[1] (the bulk-filled benchmark queues).
+DROP_JOBS = """
+local base, first, last = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = first, last do redis.call('UNLINK', base .. ':' .. i) end
+return last
+"""
+
 
 def free_port() -> int:
     """A TCP port nothing listens on right now (loopback)."""

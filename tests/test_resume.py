@@ -58,6 +58,15 @@ def _worker(settings: Settings, tmp_path: Path, name: str, catalog: Path, **extr
     )
 
 
+async def _stop_all(queue: Any, *procs: Any) -> None:
+    """Kill the worker processes a test started and close its queue."""
+    for proc in procs:
+        if proc is not None:
+            proc.kill()
+            proc.wait(5)
+    await queue.close()
+
+
 async def _started(log: Path) -> None:
     async def check() -> bool:
         return log.exists() and bool(_events(log, "worker.started"))
@@ -112,11 +121,7 @@ async def test_kill_9_mid_crawl_resumes_from_checkpoint_on_another_worker(
         job = await queue.getJob(job_id)
         assert job.returnvalue["resumed"] is True
     finally:
-        for proc in (first, second):
-            if proc is not None:
-                proc.kill()
-                proc.wait(5)
-        await queue.close()
+        await _stop_all(queue, first, second)
 
 
 async def test_sigterm_hands_off_the_crawl_to_another_worker_within_2s(
@@ -155,11 +160,7 @@ async def test_sigterm_hands_off_the_crawl_to_another_worker_within_2s(
         assert job.returnvalue["documents"] == 400
         assert job.returnvalue["resumed"] is True
     finally:
-        for proc in (first, second):
-            if proc is not None:
-                proc.kill()
-                proc.wait(5)
-        await queue.close()
+        await _stop_all(queue, first, second)
 
 
 async def test_poison_job_fails_after_max_stalls_without_holding_up_others(
