@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bullmq import Job, Queue, Worker
-from bullmq.custom_errors import DelayedError, UnrecoverableError
+from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
+from bullmq.timer import Timer
 
 from worker.connections import RedisClient
 from worker.dispatch import ActiveJob
@@ -59,7 +62,122 @@ def producer_job_options(
 
 
 class _Worker(Worker):  # type: ignore[misc]
-    """bullmq's Worker, made to fail undecodable jobs instead of dropping them on the floor."""
+    """bullmq's Worker with Node's consumption loop, and undecodable jobs failed instead of dropped.
+
+    The port's ``run`` keeps one task per job and waits on all of them with ``asyncio.wait`` (work
+    that grows with concurrency on every wake-up), and completes each job with ``fetch_next=False``,
+    so every job costs two scripts: ``moveToActive`` and ``moveToFinished``. Here each concurrency
+    slot is one long-lived task that completes its job with ``fetchNext`` and goes straight on to
+    the job that came back (one script per job, as Node's worker does). Slots without a job queue
+    on one lock to fetch, so at most one of them blocks on the marker at a time, as in Node.
+    Everything else (locks, stalled checks, delays, retries, events, close) is bullmq's own.
+    """
+
+    running: bool
+    paused: bool
+
+    async def run(self) -> None:
+        if self.running:
+            raise RuntimeError("Worker is already running")
+        await self._ensure_client_names()
+        self.lockManager.start()
+        self.stalledCheckTimer = Timer(self.opts["stalledInterval"] / 1000, self.runStalledJobsCheck, self.emit)
+        self.running = True
+        self._fetching = asyncio.Lock()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tokens = itertools.count(1)
+        slots = [asyncio.ensure_future(self._slot()) for _ in range(int(self.opts["concurrency"]))]
+        self.processing = set(slots)  # what close() waits for and cancelProcessing() cancels
+        try:
+            await asyncio.gather(*slots)
+        finally:
+            self.running = False
+            for slot in slots:
+                slot.cancel()
+            self.stalledCheckTimer.stop()
+            await self.lockManager.close()
+
+    async def _slot(self) -> None:
+        """One concurrency slot: fetch a job, process it, take the next one its completion returned."""
+        job: Job | None = None
+        while True:
+            if job is None:
+                if self.closing:
+                    return
+                if self.paused:
+                    await self.resume_event.wait()
+                    continue
+                async with self._fetching:
+                    if self.closing or self.paused:
+                        continue
+                    token = f"{self.id}:{next(self._tokens)}"
+                    job = await self.retryIfFailed(
+                        functools.partial(self.getNextJob, token),
+                        {"delay_in_ms": self.opts["runRetryDelay"], "only_emit_error": True},
+                    )
+                if job is None:
+                    continue
+            job = await self._process_job(job, job.token)
+
+    async def _process_job(self, job: Job, token: str) -> Job | None:
+        """bullmq's ``processJob``, except that a completion also fetches and returns the next job."""
+        self._in_flight += 1
+        self._idle.clear()
+        next_job: Job | None = None
+        try:
+            if "removeOnComplete" not in job.opts and "removeOnComplete" in self.opts:
+                job.opts["removeOnComplete"] = self.opts["removeOnComplete"]
+            if "removeOnFail" not in job.opts and "removeOnFail" in self.opts:
+                job.opts["removeOnFail"] = self.opts["removeOnFail"]
+            self.jobs.add((job, token))
+            self.lockManager.track_job(job.id, token, int(time.time() * 1000))
+            if job.deferredFailure:
+                await job.moveToFailed(UnrecoverableError(job.deferredFailure), token)
+                self.emit("failed", job, UnrecoverableError(job.deferredFailure))
+                return None
+            result = await self.processor(job, token)
+            if not self.forceClosing:
+                fetch_next = not (self.closing or self.paused)
+                moved = await self.backend.moveToCompleted(
+                    job, result, job.opts.get("removeOnComplete", False), token, fetch_next=fetch_next
+                )
+                job.returnvalue = result
+                job.attemptsMade += 1
+                if fetch_next and moved["result"]:
+                    job_data, job_id, limit_until, delay_until = moved["result"]
+                    next_job = await self.nextJobFromJobData(
+                        job_data, job_id, limit_until or 0, delay_until or 0, token
+                    )
+            self.emit("completed", job, result)
+        except (DelayedError, WaitingChildrenError):
+            return None
+        except Exception as err:
+            try:
+                if not self.forceClosing:
+                    await job.moveToFailed(err, token)
+                self.emit("failed", job, err)
+            except Exception as failed_err:
+                self.emit("error", failed_err, job)
+        finally:
+            self.jobs.discard((job, token))
+            self.lockManager.untrack_job(job.id)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+        return next_job
+
+    async def pause(self, do_not_wait_active: bool = False) -> None:
+        """Stop taking jobs; unless told not to, wait for the jobs in flight (slots stay alive)."""
+        if not self.paused:
+            self.paused = True
+            self.resume_event.clear()
+            if self.waiting and not self.waiting.done():
+                self.waiting.cancel()
+        if not do_not_wait_active and self.running:
+            await self._idle.wait()
+        self.emit("paused")
 
     async def nextJobFromJobData(  # noqa: N802 - bullmq's method name
         self,
