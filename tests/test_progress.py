@@ -18,7 +18,7 @@ class Clock:
 
 
 async def test_throttles_to_one_write_per_interval_plus_first_and_last() -> None:
-    """Ten reports within a second write once; finish always writes."""
+    """Ten reports within a second write once; finish returns the last value (written with the completion)."""
     writes: list[Any] = []
 
     async def write(value: Any) -> None:
@@ -32,8 +32,11 @@ async def test_throttles_to_one_write_per_interval_plus_first_and_last() -> None
     assert len(writes) == 1
     clock.now = 1.2
     await reporter.report(50, 100)
-    await reporter.finish(100)
-    assert [w["percentage"] for w in writes] == [0.0, 50.0, 100.0]
+    final = reporter.finish(100)
+    assert [w["percentage"] for w in writes] == [0.0, 50.0]
+    assert final == reporter.final
+    assert isinstance(final, dict)
+    assert final["percentage"] == 100.0
 
 
 async def test_never_reports_100_before_finish_and_never_goes_back() -> None:
@@ -47,8 +50,9 @@ async def test_never_reports_100_before_finish_and_never_goes_back() -> None:
     await reporter.report(10, 10)
     await reporter.report(10, 40)  # the total estimate grew
     assert [w["percentage"] for w in writes] == [99.0, 99.0]
-    await reporter.finish(40)
-    assert writes[-1]["percentage"] == 100.0
+    final = reporter.finish(40)
+    assert isinstance(final, dict)
+    assert final["percentage"] == 100.0
 
 
 async def test_number_format_and_floor_from_an_earlier_attempt() -> None:

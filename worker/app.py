@@ -95,6 +95,8 @@ class App:
             loop.add_signal_handler(sig, self.request_stop)
         self.client = make_client(s)
         owned_sink: Sink | None = None
+        stats: StatsRecorder | None = None
+        stats_task: asyncio.Task[None] | None = None
         worker_client = make_client(s, max_connections=s.concurrency * 3 + 8)
         try:
             self.ops = await start_ops_server(s, self.registry, self.client, self.ready)  # liveness during start-up
@@ -126,6 +128,10 @@ class App:
                 max_no_progress_attempts=s.max_no_progress_attempts,
                 busy_delay_s=s.duplicate_run_delay_s,
             )
+            stats = StatsRecorder(
+                self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days
+            )
+            stats_task = asyncio.create_task(stats.run(), name="stats-flush")
             dispatcher = Dispatcher(
                 s,
                 registry=connectors,
@@ -133,9 +139,7 @@ class App:
                 runner=runner,
                 metrics=self.metrics,
                 lookup_env=environment_secret,
-                stats=StatsRecorder(
-                    self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days
-                ),
+                stats=stats,
             )
             metrics = self.metrics
             self.queue_worker = QueueWorker(
@@ -163,6 +167,15 @@ class App:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if stats_task is not None:
+                stats_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await stats_task
+            if stats is not None:
+                try:
+                    await stats.flush()
+                except Exception as exc:
+                    log.warning("stats.flush_failed", error=str(exc), error_type=type(exc).__name__)
             if self.ops is not None:
                 await self.ops.stop()
             if owned_sink is not None:

@@ -68,6 +68,16 @@ class ActiveJob:
         return self.attempts_made + 1
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A finished job: its JSON return value, plus the last progress and log line that the queue
+    adapter writes in the same round trip as the completion itself."""
+
+    result: dict[str, Any]
+    progress: float | dict[str, Any] | None = None
+    log: str | None = None
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:8]:
@@ -118,8 +128,8 @@ class Dispatcher:
         self.stats = stats
         self.worker_name = settings.worker_name
 
-    async def process(self, job: ActiveJob) -> dict[str, Any]:
-        """Run ``job``; return its JSON summary or raise an error from ``worker.errors``."""
+    async def process(self, job: ActiveJob) -> Completion:
+        """Run ``job``; return its completion or raise an error from ``worker.errors``."""
         started = time.monotonic()
         connector = "other"
         with structlog.contextvars.bound_contextvars(job_id=job.id, attempt=job.attempt):
@@ -128,16 +138,19 @@ class Dispatcher:
                 connector = data.connector_key
                 with structlog.contextvars.bound_contextvars(connector=connector, connector_id=data.connector_id):
                     self._started(job, connector)
-                    outcome = await self._run(job, data)
+                    outcome, final_progress = await self._run(job, data)
                     self._finished(job, connector, "completed", started)
                     log.info("job.completed", documents=outcome.documents, duration_ms=outcome.duration_ms)
-                    await job.log(f"completed: {outcome.documents} documents, {outcome.failures} failures")
-                    return outcome.model_dump(mode="json", exclude_none=True)
+                    return Completion(
+                        outcome.model_dump(mode="json", exclude_none=True),
+                        progress=final_progress,
+                        log=f"completed: {outcome.documents} documents, {outcome.failures} failures",
+                    )
             except BaseException as exc:
                 self._on_error(job, connector, exc, started)
                 raise
 
-    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> JobOutcome:
+    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> tuple[JobOutcome, float | dict[str, Any] | None]:
         cls = self.registry.get(data.connector_key)
         entry = self.catalog.get(data.connector_id)
         if entry.connector_key != data.connector_key:
@@ -175,17 +188,18 @@ class Dispatcher:
         )
         try:
             await instance.validate()
-            return await self.runner.run(request, instance, progress, job.handoff)
+            return await self.runner.run(request, instance, progress, job.handoff), progress.final
         except InstanceBusy as exc:
             if self.settings.duplicate_run_policy != "skip":
                 raise
-            return JobOutcome(
+            skipped = JobOutcome(
                 status="skipped",
                 connector=request.connector,
                 connector_id=request.connector_id,
                 run_id="",
                 reason=str(exc),
             )
+            return skipped, None
         finally:
             await instance.aclose()
 

@@ -2,7 +2,8 @@
 
 Connectors report ``current``/``total``; this turns it into ``job.updateProgress`` as the object
 ``{percentage, current, total, ...}`` (default) or a plain number 0-100 for consumers that
-expect one. At most one write per ``interval_s`` plus the first and the last; the percentage
+expect one. At most one write per ``interval_s`` plus the first and the last (the last goes out with
+the job's completion, see :meth:`ProgressReporter.finish`); the percentage
 never goes down (also across retries, since ``current`` comes from checkpointed counters) and
 never reaches 100 before :meth:`ProgressReporter.finish`.
 """
@@ -39,6 +40,8 @@ class ProgressReporter:
         self._percentage = max(0.0, min(floor, MAX_BEFORE_DONE))
         self._pending: dict[str, Any] | None = None
         self.writes = 0
+        #: The value to write with the completion, once :meth:`finish` was called.
+        self.final: float | dict[str, Any] | None = None
 
     @property
     def percentage(self) -> float:
@@ -59,11 +62,17 @@ class ProgressReporter:
         if self._last_write is None or now - self._last_write >= self._interval:
             await self._flush(now)
 
-    async def finish(self, current: int, **extra: Any) -> None:
-        """The job is done: report 100 with the final counters."""
+    def finish(self, current: int, **extra: Any) -> float | dict[str, Any]:
+        """The job is done: the 100 % value with the final counters, kept in :attr:`final`.
+
+        It is not written here: the queue adapter writes it in the same round trip as the
+        job's completion, so it is always the last progress a listener sees before ``completed``.
+        """
         self._percentage = 100.0
-        self._pending = {"percentage": 100.0, "current": current, "total": current, **extra}
-        await self._flush(self._clock())
+        self._pending = None
+        payload = {"percentage": 100.0, "current": current, "total": current, **extra}
+        self.final = 100.0 if self._fmt == "number" else payload
+        return self.final
 
     async def flush(self) -> None:
         """Write whatever is pending now (before a hand-off or a retry)."""

@@ -26,17 +26,19 @@ from typing import Any
 
 from bullmq import Job, Queue, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
+from bullmq.scripts import raw2NextJobData
 from bullmq.timer import Timer
+from redis.exceptions import NoScriptError
 
 from worker.connections import RedisClient
-from worker.dispatch import ActiveJob
+from worker.dispatch import ActiveJob, Completion
 from worker.errors import LeaseLost, PermanentError, RetryLater
 from worker.logs import get_logger
 from worker.settings import Settings
 
 log = get_logger(__name__)
 
-Handler = Callable[[ActiveJob], Awaitable[dict[str, Any]]]
+Handler = Callable[[ActiveJob], Awaitable[Completion]]
 
 
 def node_client_name(prefix: str, queue: str, worker_name: str) -> str:
@@ -137,20 +139,18 @@ class _Worker(Worker):  # type: ignore[misc]
                 await job.moveToFailed(UnrecoverableError(job.deferredFailure), token)
                 self.emit("failed", job, UnrecoverableError(job.deferredFailure))
                 return None
-            result = await self.processor(job, token)
+            done: Completion = await self.processor(job, token)
             if not self.forceClosing:
                 fetch_next = not (self.closing or self.paused)
-                moved = await self.backend.moveToCompleted(
-                    job, result, job.opts.get("removeOnComplete", False), token, fetch_next=fetch_next
-                )
-                job.returnvalue = result
+                moved = await self._complete(job, token, done, fetch_next)
+                job.returnvalue = done.result
                 job.attemptsMade += 1
-                if fetch_next and moved["result"]:
-                    job_data, job_id, limit_until, delay_until = moved["result"]
+                if fetch_next and moved:
+                    job_data, job_id, limit_until, delay_until = moved
                     next_job = await self.nextJobFromJobData(
                         job_data, job_id, limit_until or 0, delay_until or 0, token
                     )
-            self.emit("completed", job, result)
+            self.emit("completed", job, done.result)
         except (DelayedError, WaitingChildrenError):
             return None
         except Exception as err:
@@ -167,6 +167,70 @@ class _Worker(Worker):  # type: ignore[misc]
             if not self._in_flight:
                 self._idle.set()
         return next_job
+
+    async def _complete(self, job: Job, token: str, done: Completion, fetch_next: bool) -> list[Any] | None:
+        """The last progress, the log line and ``moveToFinished`` (fetching the next job): one round trip.
+
+        Progress goes first, so listeners see 100 % before ``completed``, as with separate calls.
+        Returns the next job's raw data, or None.
+        """
+        scripts = self.scripts
+        commands: list[tuple[Any, ...]] = []
+        if done.progress is not None:
+            job.progress = done.progress
+            progress_json = json.dumps(done.progress, separators=(",", ":"), allow_nan=False)
+            keys = [scripts.toKey(job.id), scripts.keys["events"], scripts.keys["meta"]]
+            commands.append(self._evalsha("updateProgress", keys, [job.id, progress_json]))
+        if done.log is not None:
+            logs_key = scripts.toKey(f"{job.id}:logs")
+            commands.append(("RPUSH", logs_key, done.log))
+            keep_logs = int(job.opts.get("keepLogs") or 0)
+            if keep_logs:
+                commands.append(("LTRIM", logs_key, -keep_logs, -1))
+        keys, args = scripts.moveToCompletedArgs(
+            job, done.result, job.opts.get("removeOnComplete", False), token, fetch_next
+        )
+        commands.append(self._evalsha("moveToFinished", keys, args))
+        *extras, moved = await self._pipeline(commands)
+        for reply in extras:
+            if isinstance(reply, Exception):
+                log.warning("job.completion_write_failed", job_id=job.id, error=str(reply))
+        if isinstance(moved, Exception):
+            raise moved
+        if isinstance(moved, int) and moved < 0:
+            raise scripts.finishedErrors(
+                {"code": moved, "jobId": job.id, "command": "moveToFinished", "state": "active"}
+            )
+        next_job: list[Any] | None = raw2NextJobData(moved)
+        return next_job
+
+    def _evalsha(self, script: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self.scripts.commands[script].sha, len(keys), *keys, *args)
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip; replies in order, errors as values.
+
+        Scripts go by SHA. A Redis that lost them (restart, failover, SCRIPT FLUSH) answers NOSCRIPT
+        without running them, so those are loaded and sent again, in their order.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.load_scripts()
+            pipe = self.client.pipeline(transaction=False)
+            for i in missing:
+                pipe.execute_command(*commands[i])
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def load_scripts(self) -> None:
+        """Load the scripts that completions send by SHA."""
+        for name in _PIPELINED_SCRIPTS:
+            await self.client.script_load(self.scripts.commands[name].script)
 
     async def pause(self, do_not_wait_active: bool = False) -> None:
         """Stop taking jobs; unless told not to, wait for the jobs in flight (slots stay alive)."""
@@ -200,6 +264,10 @@ class _Worker(Worker):  # type: ignore[misc]
                 job.opts["attempts"] = 1
             log.warning("job.undecodable", job_id=job_id, reason=reason)
             return job
+
+
+#: The bullmq scripts a completion sends by SHA inside a pipeline.
+_PIPELINED_SCRIPTS = ("updateProgress", "moveToFinished")
 
 
 def _safe_json(raw: Any, default: str) -> str:
@@ -267,6 +335,7 @@ class QueueWorker:
         # The port never probes its blocking connection, so it rounds every block timeout up to whole
         # seconds (delays of 200 ms ran after ~1.07 s). Probing it lets delays run to the millisecond.
         await worker.blockingRedisConnection.getRedisVersion()
+        await worker.load_scripts()
         await self.check_stalled()
         self._run_task = asyncio.create_task(worker.run(), name="bullmq-worker")
 
@@ -287,7 +356,7 @@ class QueueWorker:
         if job.deferredFailure and self._on_failed_undecodable:
             self._on_failed_undecodable()
 
-    async def _process(self, job: Job, token: str) -> dict[str, Any]:
+    async def _process(self, job: Job, token: str) -> Completion:
         handoff = asyncio.Event()
         self._handoffs[job.id] = handoff
 

@@ -128,7 +128,7 @@ class Runner:
             record.checkpoint = None
             await self.store.save(lease, record, release=True)
             watch.released = True
-            await progress.finish(record.counters.processed, **_extra(record, request, resumed))
+            progress.finish(record.counters.processed, **_extra(record, request, resumed))
         c = record.counters
         return JobOutcome(
             connector=request.connector,

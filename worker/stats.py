@@ -1,6 +1,7 @@
 """Per-minute and per-hour job aggregates in Redis, and the statistics read from them.
 
-Each finished job (completed or failed for good) adds, in one pipeline, to two hashes:
+Each finished job (completed or failed for good) is counted in memory and added, by a flush every
+second (one pipeline for all the jobs of that second), to two hashes:
 ``<prefix>:<queue>:stats:m:<unix minute>`` and ``<prefix>:<queue>:stats:h:<unix hour>``, fields
 ``c:<connector>`` / ``f:<connector>`` (counts), ``t:<connector>`` (processing ms sum) and ``b:<i>``
 (histogram of processing time over :data:`BUCKETS_MS`, for p95). Both expire after
@@ -94,43 +95,64 @@ def _keys(prefix: str, queue: str, now_s: float) -> tuple[str, str]:
 
 
 class StatsRecorder:
-    """Records finished jobs; ``record`` is fire-and-forget so the job path never waits on it."""
+    """Counts finished jobs in memory and adds them to the buckets in one pipeline per flush.
+
+    The job path only bumps in-process counters (no round trip); :meth:`run` flushes them every
+    ``interval_s`` and the app flushes once more at shutdown. A failed flush keeps its counts for
+    the next one, so a Redis blip delays statistics instead of losing them; a crash loses at most
+    the last interval's.
+    """
 
     def __init__(self, client: RedisClient, *, prefix: str, queue: str, retention_days: int) -> None:
         self._client = client
         self._prefix = prefix
         self._queue = queue
         self._ttl_s = retention_days * 86400
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: (unix minute, field) -> increment not yet written
+        self._pending: defaultdict[tuple[int, str], int] = defaultdict(int)
+
+    def record(self, connector: str, outcome: str, duration_s: float, now_s: float | None = None) -> None:
+        """Count one finished job (``outcome`` completed or failed) in its minute; written by the next flush."""
+        ms = max(duration_s * 1000, 0.0)
+        minute = int((time.time() if now_s is None else now_s) // 60)
+        pending = self._pending
+        pending[minute, f"{'c' if outcome == 'completed' else 'f'}:{connector}"] += 1
+        pending[minute, f"t:{connector}"] += round(ms)
+        pending[minute, f"b:{bucket_index(ms)}"] += 1
 
     async def add(self, connector: str, outcome: str, duration_s: float, now_s: float | None = None) -> None:
-        """Add one finished job (``outcome`` completed or failed) to its minute and hour buckets."""
-        ms = max(duration_s * 1000, 0.0)
-        field = "c" if outcome == "completed" else "f"
-        pipe = self._client.pipeline(transaction=False)
-        for key in _keys(self._prefix, self._queue, time.time() if now_s is None else now_s):
-            pipe.hincrby(key, f"{field}:{connector}", 1)
-            pipe.hincrby(key, f"t:{connector}", round(ms))
-            pipe.hincrby(key, f"b:{bucket_index(ms)}", 1)
-            pipe.expire(key, self._ttl_s)
-        await pipe.execute()
-
-    def record(self, connector: str, outcome: str, duration_s: float) -> None:
-        """Schedule :meth:`add` in the background (errors are logged, never raised)."""
-        task = asyncio.get_running_loop().create_task(self._safe_add(connector, outcome, duration_s))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _safe_add(self, connector: str, outcome: str, duration_s: float) -> None:
-        try:
-            await self.add(connector, outcome, duration_s)
-        except Exception as exc:
-            log.warning("stats.record_failed", error=str(exc), error_type=type(exc).__name__)
+        """Count one finished job and write it now."""
+        self.record(connector, outcome, duration_s, now_s)
+        await self.flush()
 
     async def flush(self) -> None:
-        """Wait for pending writes."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Write every pending count to its minute and hour hashes (one pipeline)."""
+        pending, self._pending = self._pending, defaultdict(int)
+        if not pending:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        keys: set[str] = set()
+        for (minute, field), count in pending.items():
+            for key in _keys(self._prefix, self._queue, minute * 60):
+                pipe.hincrby(key, field, count)
+                keys.add(key)
+        for key in keys:
+            pipe.expire(key, self._ttl_s)
+        try:
+            await pipe.execute()
+        except BaseException:
+            for item, count in pending.items():  # keep them for the next flush
+                self._pending[item] += count
+            raise
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Flush every ``interval_s`` until cancelled (errors are logged, counts kept)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.flush()
+            except Exception as exc:
+                log.warning("stats.flush_failed", error=str(exc), error_type=type(exc).__name__)
 
 
 def _p95(hist: dict[int, int]) -> int | None:
