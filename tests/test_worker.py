@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 
-from tests.helpers import RecordingSink, add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.helpers import RecordingSink, add_crawl, catalog_of, open_queue, running_app, wait_for, wait_state
 from worker.settings import Settings
 
 MOCK = {"connector": "mock", "config": {"items": 30, "step_size": 10}}
@@ -176,5 +176,56 @@ async def test_return_value_is_json_that_node_can_parse(
         assert set(summary) >= {"status", "connector", "connector_id", "run_id", "documents", "bytes", "failures",
                                 "duration_ms", "resumed", "steps"}
         assert time.time() * 1000 - (await queue.getJob(job_id)).finishedOn < 60_000
+    finally:
+        await queue.close()
+
+
+async def test_concurrency_caps_jobs_in_flight_and_every_job_completes(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With concurrency 3, nine slow jobs never run more than 3 at a time, and all of them complete."""
+    settings = make_settings(concurrency=3)
+    slow = {"connector": "mock", "config": {"items": 2, "step_size": 1, "step_delay_s": 0.1}}
+    instances = {f"s{i}": slow for i in range(9)}
+    queue = open_queue(settings)
+    peak = 0
+    try:
+        async with running_app(settings, catalog_of(**instances)) as app:
+            assert app.queue_worker is not None
+            worker = app.queue_worker
+            ids = [await add_crawl(queue, "mock", cid) for cid in instances]
+
+            async def all_completed() -> bool:
+                nonlocal peak
+                peak = max(peak, worker.active)
+                return all([await queue.getJobState(job_id) == "completed" for job_id in ids])
+
+            await wait_for(all_completed, timeout=20, interval=0.01, what="all nine jobs to complete")
+        assert peak == 3
+    finally:
+        await queue.close()
+
+
+async def test_worker_pause_waits_for_the_job_in_flight_and_takes_none_until_resumed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """pause() returns once the running job completed; a job added while paused waits until resume()."""
+    settings = make_settings(concurrency=2)
+    slow = {"connector": "mock", "config": {"items": 3, "step_size": 1, "step_delay_s": 0.2}}
+    queue = open_queue(settings)
+    try:
+        async with running_app(settings, catalog_of(a=slow, b=MOCK)) as app:
+            assert app.queue_worker is not None
+            bullmq_worker = app.queue_worker._worker
+            assert bullmq_worker is not None
+            first = await add_crawl(queue, "mock", "a")
+            await wait_state(queue, first, ["active"])
+            await bullmq_worker.pause()
+            assert await queue.getJobState(first) == "completed"
+            second = await add_crawl(queue, "mock", "b")
+            await asyncio.sleep(0.5)
+            assert await queue.getJobState(second) in {"waiting", "prioritized"}
+            bullmq_worker.resume()
+            assert await wait_state(queue, second, ["completed", "failed"]) == "completed"
     finally:
         await queue.close()

@@ -96,7 +96,7 @@ class App:
         self.client = make_client(s)
         owned_sink: Sink | None = None
         stats: StatsRecorder | None = None
-        stats_task: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []  # lease renewal, stats flushes
         worker_client = make_client(s, max_connections=s.concurrency * 3 + 8)
         try:
             self.ops = await start_ops_server(s, self.registry, self.client, self.ready)  # liveness during start-up
@@ -131,7 +131,8 @@ class App:
             stats = StatsRecorder(
                 self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days
             )
-            stats_task = asyncio.create_task(stats.run(), name="stats-flush")
+            background.append(asyncio.create_task(stats.run(), name="stats-flush"))
+            background.append(asyncio.create_task(store.keep_leases(), name="lease-renewal"))
             dispatcher = Dispatcher(
                 s,
                 registry=connectors,
@@ -167,10 +168,10 @@ class App:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            if stats_task is not None:
-                stats_task.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(BaseException):
-                    await stats_task
+                    await task
             if stats is not None:
                 try:
                     await stats.flush()

@@ -2,8 +2,9 @@
 
 Connectors report ``current``/``total``; this turns it into ``job.updateProgress`` as the object
 ``{percentage, current, total, ...}`` (default) or a plain number 0-100 for consumers that
-expect one. At most one write per ``interval_s`` plus the first and the last (the last goes out with
-the job's completion, see :meth:`ProgressReporter.finish`); the percentage
+expect one. At most one write per ``interval_s`` (the first one interval after the start: a job that
+finishes sooner writes only its last value) plus the last, which goes out with the job's completion
+(see :meth:`ProgressReporter.finish`); the percentage
 never goes down (also across retries, since ``current`` comes from checkpointed counters) and
 never reaches 100 before :meth:`ProgressReporter.finish`.
 """
@@ -36,7 +37,7 @@ class ProgressReporter:
         self._fmt = fmt
         self._interval = interval_s
         self._clock = clock
-        self._last_write: float | None = None
+        self._next_write = clock() + interval_s  # the first write waits one interval, like every other
         self._percentage = max(0.0, min(floor, MAX_BEFORE_DONE))
         self._pending: dict[str, Any] | None = None
         self.writes = 0
@@ -59,7 +60,7 @@ class ProgressReporter:
             self._percentage = max(self._percentage, round(computed, 2))
         self._pending = {"percentage": self._percentage, "current": current, "total": total, **extra}
         now = self._clock()
-        if self._last_write is None or now - self._last_write >= self._interval:
+        if now >= self._next_write:
             await self._flush(now)
 
     def finish(self, current: int, **extra: Any) -> float | dict[str, Any]:
@@ -84,6 +85,6 @@ class ProgressReporter:
         if payload is None:
             return
         self._pending = None
-        self._last_write = now
+        self._next_write = now + self._interval
         self.writes += 1
         await self._write(payload["percentage"] if self._fmt == "number" else payload)

@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from worker.connectors.base import Checkpoint, Connector, StepResult
@@ -86,49 +85,26 @@ class Runner:
                 "by another job; deferred",
                 self.busy_delay_s,
             )
-        async with self._renewing(lease) as watch:
-            lost = watch.lost
+        lost = self.store.hold(lease)
+        released = False
+        try:
             record, checkpoint, resumed = await self._begin(request, connector, lease)
-            instance = InstanceRef(request.org_id, request.connector, request.connector_id, record.run_id)
             progress.raise_floor(record.percentage)
-            try:
-                await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
-                while checkpoint.has_more:
-                    if handoff.is_set():
-                        raise HandOff()
-                    step = await connector.run_step(checkpoint)
-                    if lost.is_set():
-                        raise LeaseLost(f"instance {lease.key}: lease lost during a step")
-                    written = await self.sink.write(instance, step.documents)
-                    _account(record, step, written)
-                    checkpoint = step.checkpoint
-                    record.checkpoint = checkpoint.model_dump(mode="json")
-                    if checkpoint.has_more:  # the last step is committed with the completion record below
-                        await self.store.save(lease, record)
-                    self._record_step(request.connector, step)
-                    if checkpoint.has_more:  # the last step's progress is the final one, reported below
-                        await progress.report(
-                            record.counters.processed, record.total, **_extra(record, request, resumed)
-                        )
-                        record.percentage = progress.percentage
-                    if step.retry_after_s is not None and checkpoint.has_more:
-                        raise RetryLater(f"{request.connector} source asked to come back later", step.retry_after_s)
-            except LeaseLost:
-                raise
-            except BaseException:
-                record.status = "interrupted"
-                with contextlib.suppress(Exception):
-                    await progress.flush()
-                    await self.store.save(lease, record)
-                raise
+            run = _Run(request, lease, lost, record, resumed)
+            await self._steps(run, connector, checkpoint, progress=progress, handoff=handoff)
             record.status = "completed"
             record.last_completed_checkpoint = record.checkpoint
             record.last_completed_version = record.checkpoint_version
             record.last_completed_at = time.time()
             record.checkpoint = None
             await self.store.save(lease, record, release=True)
-            watch.released = True
+            released = True
             progress.finish(record.counters.processed, **_extra(record, request, resumed))
+        finally:
+            self.store.drop(lease)
+            if not released and not lost.is_set():
+                with contextlib.suppress(Exception):
+                    await self.store.release(lease)
         c = record.counters
         return JobOutcome(
             connector=request.connector,
@@ -142,6 +118,52 @@ class Runner:
             steps=c.steps,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+
+    async def _steps(
+        self,
+        run: _Run,
+        connector: Connector[Any, Any],
+        checkpoint: Checkpoint,
+        *,
+        progress: ProgressReporter,
+        handoff: asyncio.Event,
+    ) -> None:
+        """Run steps until the connector has no more: sink, then checkpoint commit, then progress, each step.
+
+        The last step is committed by the caller, together with the completion record.
+        """
+        request, lease, lost, record, resumed = run.request, run.lease, run.lost, run.record, run.resumed
+        instance = InstanceRef(request.org_id, request.connector, request.connector_id, record.run_id)
+        try:
+            await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
+            while checkpoint.has_more:
+                if handoff.is_set():
+                    raise HandOff()
+                step = await connector.run_step(checkpoint)
+                if lost.is_set():
+                    raise LeaseLost(f"instance {lease.key}: lease lost during a step")
+                written = await self.sink.write(instance, step.documents)
+                _account(record, step, written)
+                checkpoint = step.checkpoint
+                record.checkpoint = checkpoint.model_dump(mode="json")
+                if checkpoint.has_more:  # the last step is committed with the completion record below
+                    await self.store.save(lease, record)
+                self._record_step(request.connector, step)
+                if checkpoint.has_more:  # the last step's progress is the final one, reported below
+                    await progress.report(
+                        record.counters.processed, record.total, **_extra(record, request, resumed)
+                    )
+                    record.percentage = progress.percentage
+                if step.retry_after_s is not None and checkpoint.has_more:
+                    raise RetryLater(f"{request.connector} source asked to come back later", step.retry_after_s)
+        except LeaseLost:
+            raise
+        except BaseException:
+            record.status = "interrupted"
+            with contextlib.suppress(Exception):
+                await progress.flush()
+                await self.store.save(lease, record)
+            raise
 
     def _record_step(self, connector: str, step: StepResult[Any]) -> None:
         """Documents, deletions, bytes, item failures and fetches of a committed step, as metrics."""
@@ -206,44 +228,22 @@ class Runner:
         record.commits_at_start = record.commits
         record.attempts += 1
         record.job_id = request.job_id
-        await self.store.save(lease, record)
+        if resumed:  # the attempt (and its no-progress count) is on record before any step runs
+            await self.store.save(lease, record)
+        # A fresh run is first written with its first step (or as interrupted, if that step raises):
+        # until then there is nothing to resume, and a crash leaves the previous record as it was.
         return record, checkpoint, resumed
 
-    @contextlib.asynccontextmanager
-    async def _renewing(self, lease: Lease) -> AsyncIterator[_LeaseWatch]:
-        """Renew the lease in the background; ``lost`` is set if it was lost. Released on exit unless done."""
-        watch = _LeaseWatch()
-        lost = watch.lost
 
-        async def renew() -> None:
-            interval = self.store.lease_ms / 3000
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    if not await self.store.renew(lease):
-                        lost.set()
-                        return
-                except Exception as exc:  # Redis blip: try again next round, the TTL has slack
-                    log.warning("lease.renew_failed", error=str(exc))
+@dataclass(frozen=True)
+class _Run:
+    """One attempt while it holds its instance's lease."""
 
-        task = asyncio.create_task(renew())
-        try:
-            yield watch
-        finally:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            if not lost.is_set() and not watch.released:
-                with contextlib.suppress(Exception):
-                    await self.store.release(lease)
-
-
-@dataclass
-class _LeaseWatch:
-    """A held lease's state as the runner sees it: lost to another holder, or released with the last save."""
-
-    lost: asyncio.Event = field(default_factory=asyncio.Event)
-    released: bool = False
+    request: CrawlRequest
+    lease: Lease
+    lost: asyncio.Event
+    record: RunRecord
+    resumed: bool
 
 
 def _account(record: RunRecord, step: Any, written: int) -> None:

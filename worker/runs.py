@@ -6,7 +6,7 @@ jobs, so the state that lets a crawl resume lives under the instance:
 - ``<prefix>:<queue>:cw:run:<org>:<connector>:<connectorId>`` — a hash: ``epoch`` and ``record``
   (JSON :class:`RunRecord`), expiring after the retention period;
 - ``<prefix>:<queue>:cw:lease:<org>:<connector>:<connectorId>`` — the lease token, with a TTL,
-  renewed alongside the job's lock.
+  renewed alongside the job's lock (all of a process's leases in one call, like bullmq's locks).
 
 Taking the lease bumps the epoch; every write is fenced by (lease token, epoch) in one Lua
 call, so a worker that lost the instance to another can never overwrite its checkpoint.
@@ -14,6 +14,7 @@ call, so a worker that lost the instance to another can never overwrite its chec
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +23,9 @@ from pydantic import BaseModel, Field
 
 from worker.connections import RedisClient
 from worker.errors import LeaseLost
+from worker.logs import get_logger
+
+log = get_logger(__name__)
 
 RunStatus = Literal["running", "interrupted", "completed", "abandoned"]
 
@@ -34,9 +38,13 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {epoch, redis.call('HGET', KEYS[2], 'record')}
 """
 
+# Renews many leases at once: KEYS are lease keys, ARGV their tokens in order, then the TTL in ms.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then out[i] = redis.call('PEXPIRE', key, ARGV[#ARGV]) else out[i] = 0 end
+end
+return out
 """
 
 _RELEASE = """
@@ -116,6 +124,7 @@ class RunStore:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._save = client.register_script(_SAVE)
+        self._held: dict[str, tuple[Lease, asyncio.Event]] = {}
 
     def _keys(self, instance: str) -> list[str]:
         return [f"{self._base}:lease:{instance}", f"{self._base}:run:{instance}"]
@@ -134,9 +143,37 @@ class RunStore:
             return None
         return Lease(instance, token, epoch, reply[1] if len(reply) > 1 and reply[1] else None)
 
-    async def renew(self, lease: Lease) -> bool:
-        """Extend the lease; False when it was lost (expired and taken, or released)."""
-        return bool(await self._renew(keys=self._keys(lease.key)[:1], args=[lease.token, self.lease_ms]))
+    def hold(self, lease: Lease) -> asyncio.Event:
+        """Keep ``lease`` renewed (by :meth:`keep_leases`) until :meth:`drop`; the event is set if it is lost."""
+        lost = asyncio.Event()
+        self._held[lease.token] = (lease, lost)
+        return lost
+
+    def drop(self, lease: Lease) -> None:
+        """Stop renewing ``lease``."""
+        self._held.pop(lease.token, None)
+
+    async def keep_leases(self) -> None:
+        """Renew every held lease every third of its TTL, in one round trip, until cancelled."""
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            await self.renew_held()
+
+    async def renew_held(self) -> None:
+        """Renew the held leases now; flag and forget the ones that were lost (expired and taken, or released)."""
+        held = list(self._held.values())
+        if not held:
+            return
+        keys = [self._keys(lease.key)[0] for lease, _ in held]
+        try:
+            renewed = await self._renew(keys=keys, args=[*(lease.token for lease, _ in held), self.lease_ms])
+        except Exception as exc:  # Redis blip: try again next round, the TTL has slack
+            log.warning("lease.renew_failed", error=str(exc), leases=len(held))
+            return
+        for (lease, lost), ok in zip(held, renewed, strict=True):
+            if not ok:
+                lost.set()
+                self.drop(lease)
 
     async def release(self, lease: Lease) -> None:
         """Give the lease back (only if still ours)."""

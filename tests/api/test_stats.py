@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from tests.api.conftest import READ, auth
 from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
@@ -79,3 +81,32 @@ async def test_worker_records_outcomes_and_http_serves_them(
     assert body["by_status"]["completed"] == 1
     assert {"waiting", "active", "delayed", "paused", "stuck"} <= set(body["by_status"])
     assert (await http.get("/v1/stats", params={"period": "2w"}, headers=auth(READ))).status_code == 422
+
+
+async def test_counts_wait_in_memory_until_a_flush_and_survive_a_failed_one() -> None:
+    """record() writes nothing; a flush that fails keeps the counts, and the next flush writes them once."""
+    from fakeredis import FakeServer
+    from fakeredis.aioredis import FakeRedis
+
+    server = FakeServer()
+    client = FakeRedis(server=server, decode_responses=True)
+    rec = StatsRecorder(client, prefix="bull", queue="q", retention_days=35)
+    now = time.time()
+    for _ in range(3):
+        rec.record("web", "completed", 0.2, now_s=now)
+    rec.record("web", "failed", 2.0, now_s=now)
+    assert await client.keys("*") == []
+    server.connected = False
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await rec.flush()
+    server.connected = True
+    rec.record("web", "completed", 0.2, now_s=now)
+    await rec.flush()
+    await rec.flush()  # nothing pending: writes nothing more
+    minute = int(now // 60)
+    stored = await client.hgetall(f"bull:q:stats:m:{minute}")
+    assert stored["c:web"] == "4"
+    assert stored["f:web"] == "1"
+    assert stored["t:web"] == str(4 * 200 + 2000)
+    assert await client.hgetall(f"bull:q:stats:h:{minute // 60}") == stored
+    await client.aclose()

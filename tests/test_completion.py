@@ -1,0 +1,68 @@
+"""A job's completion: last progress, log line and moveToFinished in one round trip, in that order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.redis_server import RedisServer
+from worker.settings import Settings
+
+NOOP = {"connector": "mock", "config": {"items": 3}}
+
+
+async def _events(client: aioredis.Redis, queue: str, job_id: str) -> list[str]:
+    entries = await client.xrange(f"bull:{queue}:events")
+    return [fields["event"] for _, fields in entries if fields.get("jobId") == job_id]
+
+
+async def test_last_progress_and_log_land_before_completed(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> None:
+    """A short job writes one progress (100 %) and its log line, and the progress event precedes completed."""
+    settings = make_settings()  # progress every 1 s: a job this short only writes its last value
+    queue = open_queue(settings)
+    try:
+        async with running_app(settings, catalog_of(c=NOOP)):
+            job_id = await add_crawl(queue, "mock", "c", removeOnComplete=False)
+            assert await wait_state(queue, job_id, ["completed", "failed"]) == "completed"
+        events = await _events(redis_client, settings.queue_name, job_id)
+        assert events.count("progress") == 1
+        assert events.index("progress") < events.index("completed")
+        job = await queue.getJob(job_id)
+        assert job.progress["percentage"] == 100
+        assert job.returnvalue["documents"] == 3
+        logs = await queue.getJobLogs(job_id)
+        assert logs["logs"] == ["completed: 3 documents, 0 failures"]
+    finally:
+        await queue.close()
+
+
+async def test_completion_survives_a_redis_that_lost_its_scripts(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """After SCRIPT FLUSH (as after a restart or failover) the next job still completes with progress and log."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = aioredis.Redis.from_url(server.url, decode_responses=True)
+    settings = make_settings(redis_url=server.url)
+    queue = open_queue(settings)
+    try:
+        async with running_app(settings, catalog_of(a=NOOP, b=NOOP)):
+            first = await add_crawl(queue, "mock", "a")
+            assert await wait_state(queue, first, ["completed", "failed"]) == "completed"
+            await client.script_flush()
+            second = await add_crawl(queue, "mock", "b", removeOnComplete=False)
+            assert await wait_state(queue, second, ["completed", "failed"]) == "completed"
+        job = await queue.getJob(second)
+        assert job.progress["percentage"] == 100
+        assert (await queue.getJobLogs(second))["logs"] == ["completed: 3 documents, 0 failures"]
+        events = await _events(client, settings.queue_name, second)
+        assert events.index("progress") < events.index("completed")
+    finally:
+        await queue.close()
+        await client.aclose()
+        server.stop()
