@@ -51,5 +51,5 @@ def test_config_hash_changes_with_config() -> None:
 
     a = InstanceEntry(connector="web", config={"start_urls": ["http://a/"]})
     b = InstanceEntry(connector="web", config={"start_urls": ["http://b/"]})
-    assert a.config_hash() != b.config_hash()
-    assert a.config_hash() == InstanceEntry(connector="web", config={"start_urls": ["http://a/"]}).config_hash()
+    assert a.config_hash != b.config_hash
+    assert a.config_hash == InstanceEntry(connector="web", config={"start_urls": ["http://a/"]}).config_hash

@@ -9,13 +9,16 @@ The job carries no crawl configuration and no credentials; the catalog does::
     secrets = { api_token = { env = "DOCS_TOKEN" }, password = { file = "/run/secrets/docs" } }
 
 Secrets are resolved when a job starts, never stored in job data, logs, progress or checkpoints.
-The file is re-read when it changes, so instances can be added without a restart.
+The file is re-read when it changes (checked at most once a second, and whenever a connectorId is
+not found), so instances can be added or changed without a restart.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +63,7 @@ class InstanceEntry(BaseModel):
         """Normalised connector name."""
         return normalize_connector(self.connector)
 
+    @functools.cached_property
     def config_hash(self) -> str:
         """A stable hash of the configuration (a changed config starts a fresh run)."""
         blob = json.dumps({"c": self.connector_key, "cfg": self.config}, sort_keys=True, default=str)
@@ -98,6 +102,9 @@ class Catalog:
     path: Path
     _entries: Mapping[str, InstanceEntry] = field(default_factory=dict)
     _mtime: float | None = None
+    #: How often a lookup that finds its entry checks the file for changes (a miss always checks).
+    check_interval_s: float = 1.0
+    _checked_at: float = field(default=float("-inf"), repr=False)
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
@@ -119,9 +126,20 @@ class Catalog:
         return sorted(self._entries)
 
     def get(self, connector_id: str) -> InstanceEntry:
-        """The entry for ``connector_id``; UnconfiguredInstance if there is none."""
-        self._reload()
+        """The entry for ``connector_id``; UnconfiguredInstance if there is none.
+
+        The file is checked for changes at most every ``check_interval_s`` while lookups find their
+        entry, and on every miss, so a newly added instance is found at once.
+        """
+        now = time.monotonic()
+        if now - self._checked_at >= self.check_interval_s:
+            self._checked_at = now
+            self._reload()
         entry = self._entries.get(connector_id)
+        if entry is None:
+            self._checked_at = now
+            self._reload()
+            entry = self._entries.get(connector_id)
         if entry is None:
             raise UnconfiguredInstance(
                 f"connectorId {connector_id!r} is not configured in {self.path} "

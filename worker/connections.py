@@ -8,6 +8,8 @@ cut the worker's BZPOPMIN and let an idle worker sleep through due jobs.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,11 +18,27 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.utils import HIREDIS_AVAILABLE
 
 from worker.settings import Settings
 
 RedisClient = aioredis.Redis | RedisCluster
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """A Lua script call handed to someone else to send inside their pipeline.
+
+    ``script`` is a registered redis-py script (its ``sha`` is sent; its ``script`` source is
+    loaded again if Redis answers NOSCRIPT); ``on_reply`` receives the reply (or the error).
+    """
+
+    script: Any
+    keys: Sequence[str]
+    args: Sequence[str | int | float | bytes]
+    on_reply: Callable[[Any], None] | None = None
 
 
 def redact_url(url: str) -> str:
@@ -47,6 +65,27 @@ class SentinelMasterClient(aioredis.Redis):
         manager = getattr(self.connection_pool, "sentinel_manager", None)
         for sentinel in getattr(manager, "sentinels", ()):
             await sentinel.aclose()
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis (C), as redis-py's synchronous client does; its asyncio client packs
+    them in Python, which costs about 7 µs per command (11 vs 4 µs for a bullmq script call)."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """The command in RESP, packed by hiredis."""
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+def _pack_with_hiredis(client: aioredis.Redis) -> aioredis.Redis:
+    """Make ``client``'s new connections pack commands with hiredis (when it is installed)."""
+    if HIREDIS_AVAILABLE:
+        pool = client.connection_pool
+        base: type[Any] = pool.connection_class
+        pool.connection_class = type(base.__name__, (_HiredisPacking, base), {"__module__": __name__})
+    return client
 
 
 def _common_kwargs(settings: Settings) -> dict[str, Any]:
@@ -100,7 +139,7 @@ def make_client(settings: Settings, *, max_connections: int | None = None) -> Re
         master: aioredis.Redis = sentinel.master_for(
             settings.redis_sentinel_master, redis_class=SentinelMasterClient, max_connections=pool_size
         )
-        return master
+        return _pack_with_hiredis(master)
     if settings.redis_cluster:
         cluster: RedisCluster = RedisCluster.from_url(
             settings.redis_url, max_connections=pool_size, **kwargs, **tls
@@ -108,4 +147,6 @@ def make_client(settings: Settings, *, max_connections: int | None = None) -> Re
         return cluster
     if settings.redis_url.startswith("unix://"):
         kwargs.pop("socket_keepalive")  # a TCP option: unix-socket connections reject it
-    return aioredis.Redis.from_url(settings.redis_url, max_connections=pool_size, **kwargs, **tls)
+    return _pack_with_hiredis(
+        aioredis.Redis.from_url(settings.redis_url, max_connections=pool_size, **kwargs, **tls)
+    )

@@ -19,6 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from worker.catalog import Catalog, EnvLookup
+from worker.connections import ScriptCall
 from worker.connectors.base import ConnectorContext
 from worker.connectors.registry import Registry
 from worker.errors import (
@@ -61,6 +62,8 @@ class ActiveJob:
     update_progress: ProgressWriter
     log: Callable[[str], Awaitable[None]] = _no_log
     handoff: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Size of the data as stored (JSON, UTF-8), when the queue knows it; else measured from ``data``.
+    data_bytes: int | None = None
 
     @property
     def attempt(self) -> int:
@@ -76,6 +79,8 @@ class Completion:
     result: dict[str, Any]
     progress: float | dict[str, Any] | None = None
     log: str | None = None
+    #: Sent right after the completion, in the same round trip (the run record's last write).
+    after: tuple[ScriptCall, ...] = ()
 
 
 def _describe(exc: ValidationError) -> str:
@@ -90,7 +95,7 @@ def parse_job_data(job: ActiveJob, max_bytes: int) -> CrawlingJobData:
     """Validate the job's data against the crawl job contract (InvalidJobData otherwise)."""
     if not isinstance(job.data, dict):
         raise InvalidJobData(f"job data must be a JSON object, got {type(job.data).__name__}")
-    size = len(json.dumps(job.data, separators=(",", ":")))
+    size = job.data_bytes if job.data_bytes is not None else len(json.dumps(job.data, separators=(",", ":")))
     if size > max_bytes:
         raise InvalidJobData(f"job data is {size} bytes, above job_data_max_bytes={max_bytes}")
     try:
@@ -127,6 +132,7 @@ class Dispatcher:
         self.lookup_env = lookup_env
         self.stats = stats
         self.worker_name = settings.worker_name
+        self._blobs = Path(settings.data_dir) / "blobs"
 
     async def process(self, job: ActiveJob) -> Completion:
         """Run ``job``; return its completion or raise an error from ``worker.errors``."""
@@ -138,19 +144,14 @@ class Dispatcher:
                 connector = data.connector_key
                 with structlog.contextvars.bound_contextvars(connector=connector, connector_id=data.connector_id):
                     self._started(job, connector)
-                    outcome, final_progress = await self._run(job, data)
+                    completion = await self._run(job, data)
                     self._finished(job, connector, "completed", started)
-                    log.info("job.completed", documents=outcome.documents, duration_ms=outcome.duration_ms)
-                    return Completion(
-                        outcome.model_dump(mode="json", exclude_none=True),
-                        progress=final_progress,
-                        log=f"completed: {outcome.documents} documents, {outcome.failures} failures",
-                    )
+                    return completion
             except BaseException as exc:
                 self._on_error(job, connector, exc, started)
                 raise
 
-    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> tuple[JobOutcome, float | dict[str, Any] | None]:
+    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> Completion:
         cls = self.registry.get(data.connector_key)
         entry = self.catalog.get(data.connector_id)
         if entry.connector_key != data.connector_key:
@@ -169,7 +170,7 @@ class Dispatcher:
         context = ConnectorContext(
             connector_id=data.connector_id,
             org_id=data.org_id,
-            data_dir=Path(self.settings.data_dir) / "blobs" / data.connector_key / data.connector_id,
+            data_dir=self._blobs.joinpath(data.connector_key, data.connector_id),
             attempt=job.attempt,
             credentials=entry.resolve_secrets(self.lookup_env),
         )
@@ -178,7 +179,7 @@ class Dispatcher:
             org_id=data.org_id,
             connector=data.connector_key,
             connector_id=data.connector_id,
-            config_hash=entry.config_hash(),
+            config_hash=entry.config_hash,
             job_id=job.id,
             attempt=job.attempt,
             lease_token=f"job:{job.id}|{self.worker_name}|{uuid.uuid4().hex[:8]}",
@@ -188,10 +189,11 @@ class Dispatcher:
         )
         try:
             await instance.validate()
-            return await self.runner.run(request, instance, progress, job.handoff), progress.final
+            run = await self.runner.run(request, instance, progress, job.handoff)
         except InstanceBusy as exc:
             if self.settings.duplicate_run_policy != "skip":
                 raise
+            log.info("job.completed", skipped=True, reason=str(exc))
             skipped = JobOutcome(
                 status="skipped",
                 connector=request.connector,
@@ -199,9 +201,17 @@ class Dispatcher:
                 run_id="",
                 reason=str(exc),
             )
-            return skipped, None
+            return Completion(skipped.model_dump(mode="json", exclude_none=True), log=f"skipped: {exc}")
         finally:
             await instance.aclose()
+        outcome = run.outcome
+        log.info("job.completed", documents=outcome.documents, duration_ms=outcome.duration_ms)
+        return Completion(
+            outcome.model_dump(mode="json", exclude_none=True),
+            progress=progress.final,
+            log=f"completed: {outcome.documents} documents, {outcome.failures} failures",
+            after=(run.final_save,),
+        )
 
     def _started(self, job: ActiveJob, connector: str) -> None:
         wait_s = None

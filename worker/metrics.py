@@ -11,6 +11,7 @@ import platform
 import time
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -134,8 +135,18 @@ class Metrics:
             registry=registry,
         )
         build.labels(__version__, _package_version("bullmq"), platform.python_version()).set(1)
-        self.active.labels(queue).set(0)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._active = self.active.labels(queue)
+        self._active.set(0)
         self.jobs_stalled.labels(queue)  # present at 0 from the start, so dashboards and rates see it
+
+    def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+        """``metric.labels(queue, *labels)``, looked up once per label set (labels are bounded)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.queue, *labels)
+        return child
 
     def connector_label(self, connector: str) -> str:
         """Bounded connector label: installed or configured names, else ``other``."""
@@ -144,10 +155,10 @@ class Metrics:
     def job_started(self, connector: str, queue_wait_s: float | None) -> None:
         """A job started an attempt; the first attempt also records its queue wait."""
         label = self.connector_label(connector)
-        self.jobs_started.labels(self.queue, label).inc()
+        self._child(self.jobs_started, label).inc()
         if queue_wait_s is not None:
-            self.queue_wait.labels(self.queue, label).observe(max(0.0, queue_wait_s))
-        self.active.labels(self.queue).inc()
+            self._child(self.queue_wait, label).observe(max(0.0, queue_wait_s))
+        self._active.inc()
 
     def job_finished(
         self,
@@ -160,46 +171,46 @@ class Metrics:
     ) -> None:
         """An attempt ended. ``outcome``: completed, failed, retried, delayed or handed_off."""
         label = self.connector_label(connector)
-        self.active.labels(self.queue).dec()
-        self.duration.labels(self.queue, label, outcome).observe(duration_s)
+        self._active.dec()
+        self._child(self.duration, label, outcome).observe(duration_s)
         if outcome == "completed":
-            self.jobs_completed.labels(self.queue, label).inc()
-            self.last_success.labels(self.queue, label).set(time.time())
+            self._child(self.jobs_completed, label).inc()
+            self._child(self.last_success, label).set(time.time())
         elif outcome == "failed":
-            self.jobs_failed.labels(self.queue, label, error_class or OTHER).inc()
+            self._child(self.jobs_failed, label, error_class or OTHER).inc()
         elif outcome == "retried":
-            self.jobs_retried.labels(self.queue, label, error_class or OTHER).inc()
+            self._child(self.jobs_retried, label, error_class or OTHER).inc()
         if attempts is not None and outcome in {"completed", "failed"}:
-            self.attempts.labels(self.queue, label).observe(attempts)
+            self._child(self.attempts, label).observe(attempts)
 
     def job_delayed(self, connector: str, reason: str) -> None:
         """A job went back to delayed without spending an attempt (``reason`` is bounded)."""
-        self.jobs_delayed.labels(self.queue, self.connector_label(connector), reason).inc()
+        self._child(self.jobs_delayed, self.connector_label(connector), reason).inc()
 
     def job_failed_before_start(self, error_class: str) -> None:
         """A job failed before its connector was known (undecodable data)."""
-        self.jobs_failed.labels(self.queue, OTHER, error_class).inc()
+        self._child(self.jobs_failed, OTHER, error_class).inc()
 
     def stalled_recovered(self, count: int = 1) -> None:
         """This worker's stalled check moved ``count`` jobs back to wait."""
-        self.jobs_stalled.labels(self.queue).inc(count)
+        self._child(self.jobs_stalled).inc(count)
 
     def run_resumed(self, connector: str) -> None:
         """A run resumed from its checkpoint."""
-        self.jobs_resumed.labels(self.queue, self.connector_label(connector)).inc()
+        self._child(self.jobs_resumed, self.connector_label(connector)).inc()
 
     def step_committed(self, connector: str, documents: int, deleted: int, size: int, failures: int) -> None:
         """One step's documents reached the sink."""
         label = self.connector_label(connector)
-        self.documents.labels(self.queue, label).inc(documents)
-        self.documents_deleted.labels(self.queue, label).inc(deleted)
-        self.document_bytes.labels(self.queue, label).inc(size)
-        self.item_failures.labels(self.queue, label).inc(failures)
+        self._child(self.documents, label).inc(documents)
+        self._child(self.documents_deleted, label).inc(deleted)
+        self._child(self.document_bytes, label).inc(size)
+        self._child(self.item_failures, label).inc(failures)
 
     def fetched(self, connector: str, status_class: str, count: int = 1) -> None:
         """Source fetches by status class (``2xx``..``5xx``, ``error``)."""
-        self.fetches.labels(self.queue, self.connector_label(connector), status_class).inc(count)
+        self._child(self.fetches, self.connector_label(connector), status_class).inc(count)
 
     def set_slots(self, slots: int) -> None:
         """The process's concurrency."""
-        self.slots.labels(self.queue).set(slots)
+        self._child(self.slots).set(slots)

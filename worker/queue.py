@@ -30,7 +30,7 @@ from bullmq.scripts import raw2NextJobData
 from bullmq.timer import Timer
 from redis.exceptions import NoScriptError
 
-from worker.connections import RedisClient
+from worker.connections import RedisClient, ScriptCall
 from worker.dispatch import ActiveJob, Completion
 from worker.errors import LeaseLost, PermanentError, RetryLater
 from worker.logs import get_logger
@@ -169,18 +169,19 @@ class _Worker(Worker):  # type: ignore[misc]
         return next_job
 
     async def _complete(self, job: Job, token: str, done: Completion, fetch_next: bool) -> list[Any] | None:
-        """The last progress, the log line and ``moveToFinished`` (fetching the next job): one round trip.
+        """One round trip: the last progress, the log line, ``moveToFinished`` (fetching the next job),
+        then the calls the job asked to send after it (the run record's last write).
 
-        Progress goes first, so listeners see 100 % before ``completed``, as with separate calls.
-        Returns the next job's raw data, or None.
+        Progress goes first, so listeners see 100 % before ``completed``. Returns the next job's raw
+        data, or None.
         """
         scripts = self.scripts
-        commands: list[tuple[Any, ...]] = []
+        commands: list[ScriptCall | tuple[Any, ...]] = []
         if done.progress is not None:
             job.progress = done.progress
             progress_json = json.dumps(done.progress, separators=(",", ":"), allow_nan=False)
             keys = [scripts.toKey(job.id), scripts.keys["events"], scripts.keys["meta"]]
-            commands.append(self._evalsha("updateProgress", keys, [job.id, progress_json]))
+            commands.append(ScriptCall(scripts.commands["updateProgress"], keys, [job.id, progress_json]))
         if done.log is not None:
             logs_key = scripts.toKey(f"{job.id}:logs")
             commands.append(("RPUSH", logs_key, done.log))
@@ -190,11 +191,16 @@ class _Worker(Worker):  # type: ignore[misc]
         keys, args = scripts.moveToCompletedArgs(
             job, done.result, job.opts.get("removeOnComplete", False), token, fetch_next
         )
-        commands.append(self._evalsha("moveToFinished", keys, args))
-        *extras, moved = await self._pipeline(commands)
-        for reply in extras:
-            if isinstance(reply, Exception):
+        finish = len(commands)
+        commands.append(ScriptCall(scripts.commands["moveToFinished"], keys, args))
+        commands.extend(done.after)
+        replies = await self._pipeline(commands)
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(command, ScriptCall) and command.on_reply is not None:
+                command.on_reply(reply)
+            elif isinstance(reply, Exception) and command is not commands[finish]:
                 log.warning("job.completion_write_failed", job_id=job.id, error=str(reply))
+        moved = replies[finish]
         if isinstance(moved, Exception):
             raise moved
         if isinstance(moved, int) and moved < 0:
@@ -204,31 +210,32 @@ class _Worker(Worker):  # type: ignore[misc]
         next_job: list[Any] | None = raw2NextJobData(moved)
         return next_job
 
-    def _evalsha(self, script: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
-        return ("EVALSHA", self.scripts.commands[script].sha, len(keys), *keys, *args)
-
-    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _pipeline(self, commands: list[ScriptCall | tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one round trip; replies in order, errors as values.
 
         Scripts go by SHA. A Redis that lost them (restart, failover, SCRIPT FLUSH) answers NOSCRIPT
         without running them, so those are loaded and sent again, in their order.
         """
+        packed = [_command(command) for command in commands]
         pipe = self.client.pipeline(transaction=False)
-        for command in commands:
+        for command in packed:
             pipe.execute_command(*command)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            await self.load_scripts()
+            for i in missing:
+                script = commands[i]
+                assert isinstance(script, ScriptCall)  # only scripts answer NOSCRIPT
+                await self.client.script_load(script.script.script)
             pipe = self.client.pipeline(transaction=False)
             for i in missing:
-                pipe.execute_command(*commands[i])
+                pipe.execute_command(*packed[i])
             for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
         return replies
 
     async def load_scripts(self) -> None:
-        """Load the scripts that completions send by SHA."""
+        """Load the bullmq scripts that completions send by SHA."""
         for name in _PIPELINED_SCRIPTS:
             await self.client.script_load(self.scripts.commands[name].script)
 
@@ -252,22 +259,31 @@ class _Worker(Worker):  # type: ignore[misc]
         token: str | None = None,
     ) -> Job | None:
         try:
-            return await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
+            job: Job | None = await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
         except (ValueError, TypeError) as exc:
             if not job_data:
                 raise
             reason = f"job data or options are not valid JSON ({type(exc).__name__}: {exc})"
             patched = {**job_data, "data": "null", "opts": _safe_json(job_data.get("opts"), "{}")}
-            job: Job | None = await super().nextJobFromJobData(patched, job_id, limit_until, delay_until, token)
+            job = await super().nextJobFromJobData(patched, job_id, limit_until, delay_until, token)
             if job is not None:
                 job.deferredFailure = reason
                 job.opts["attempts"] = 1
             log.warning("job.undecodable", job_id=job_id, reason=reason)
             return job
+        if job is not None and job_data:
+            job.data_bytes = len(str(job_data.get("data", "")).encode())  # as stored: no re-serialising
+        return job
 
 
 #: The bullmq scripts a completion sends by SHA inside a pipeline.
 _PIPELINED_SCRIPTS = ("updateProgress", "moveToFinished")
+
+
+def _command(command: ScriptCall | tuple[Any, ...]) -> tuple[Any, ...]:
+    if isinstance(command, ScriptCall):
+        return ("EVALSHA", command.script.sha, len(command.keys), *command.keys, *command.args)
+    return command
 
 
 def _safe_json(raw: Any, default: str) -> str:
@@ -375,6 +391,7 @@ class QueueWorker:
             update_progress=update_progress,
             log=job.log,
             handoff=handoff,
+            data_bytes=getattr(job, "data_bytes", None),
         )
         try:
             return await self._handler(active)

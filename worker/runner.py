@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from worker.connections import ScriptCall
 from worker.connectors.base import Checkpoint, Connector, StepResult
 from worker.errors import HandOff, InstanceBusy, LeaseLost, NoProgressError, RetryLater
 from worker.logs import get_logger
@@ -49,6 +50,14 @@ class CrawlRequest:
         return f"{self.org_id}:{self.connector}:{self.connector_id}"
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its summary, and the record write to send with the job's completion."""
+
+    outcome: JobOutcome
+    final_save: ScriptCall
+
+
 class Runner:
     """Runs crawls against a store, a sink and metrics shared by the whole process."""
 
@@ -73,8 +82,12 @@ class Runner:
         connector: Connector[Any, Any],
         progress: ProgressReporter,
         handoff: asyncio.Event,
-    ) -> JobOutcome:
-        """Crawl until the connector says there is no more, or a hand-off / error interrupts it."""
+    ) -> RunResult:
+        """Crawl until the connector says there is no more, or a hand-off / error interrupts it.
+
+        The run's last record write (completed, lease released) is returned, not sent: it goes out
+        in the round trip that completes the job.
+        """
         started = time.monotonic()
         lease = await self.store.acquire(
             request.instance_key, request.lease_token, takeover_prefix=request.takeover_prefix
@@ -97,7 +110,7 @@ class Runner:
             record.last_completed_version = record.checkpoint_version
             record.last_completed_at = time.time()
             record.checkpoint = None
-            await self.store.save(lease, record, release=True)
+            final_save = self.store.save_call(lease, record, release=True)  # sent with the job's completion
             released = True
             progress.finish(record.counters.processed, **_extra(record, request, resumed))
         finally:
@@ -106,7 +119,7 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await self.store.release(lease)
         c = record.counters
-        return JobOutcome(
+        outcome = JobOutcome(
             connector=request.connector,
             connector_id=request.connector_id,
             run_id=record.run_id,
@@ -118,6 +131,7 @@ class Runner:
             steps=c.steps,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+        return RunResult(outcome, final_save)
 
     async def _steps(
         self,
@@ -223,7 +237,7 @@ class Runner:
             record = fresh
             record.checkpoint = checkpoint.model_dump(mode="json")
             resumed = False
-            log.info("run.started", run_id=record.run_id, incremental=previous is not None)
+            log.debug("run.started", run_id=record.run_id, incremental=previous is not None)
         record.status = "running"
         record.commits_at_start = record.commits
         record.attempts += 1

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from worker.connections import RedisClient
+from worker.connections import RedisClient, ScriptCall
 from worker.errors import LeaseLost
 from worker.logs import get_logger
 
@@ -189,18 +189,32 @@ class RunStore:
         raw = await self._client.hget(self._keys(instance)[1], "record")
         return RunRecord.model_validate_json(raw) if raw else None
 
-    async def save(self, lease: Lease, record: RunRecord, *, release: bool = False) -> None:
-        """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost.
+    async def save(self, lease: Lease, record: RunRecord) -> None:
+        """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost."""
+        call = self.save_call(lease, record)
+        _check_save(lease, int(await self._save(keys=call.keys, args=call.args)))
 
-        ``release`` gives the lease back in the same atomic step (the run's last write).
+    def save_call(self, lease: Lease, record: RunRecord, *, release: bool = False) -> ScriptCall:
+        """The fenced write of ``record`` as a call for a pipeline (``release`` also gives the lease back).
+
+        The run's last write goes out this way, in the round trip that completes the job; a fenced-off
+        reply is logged (the job completed, another holder owns the instance's record now).
         """
         record.updated_at = time.time()
-        result = int(
-            await self._save(
-                keys=self._keys(lease.key),
-                args=[lease.token, lease.epoch, record.model_dump_json(), self._retention_s, int(release)],
-            )
-        )
-        if result != 1:
-            reason = "lease expired or taken" if result == 0 else "a newer epoch took over"
-            raise LeaseLost(f"instance {lease.key}: {reason}; this worker stops without writing")
+        args: list[str | int] = [lease.token, lease.epoch, record.model_dump_json(), self._retention_s, int(release)]
+
+        def on_reply(reply: Any) -> None:
+            try:
+                if isinstance(reply, BaseException):
+                    raise reply
+                _check_save(lease, int(reply))
+            except Exception as exc:
+                log.warning("run.final_save_failed", error=str(exc), instance=lease.key)
+
+        return ScriptCall(self._save, self._keys(lease.key), args, on_reply)
+
+
+def _check_save(lease: Lease, result: int) -> None:
+    if result != 1:
+        reason = "lease expired or taken" if result == 0 else "a newer epoch took over"
+        raise LeaseLost(f"instance {lease.key}: {reason}; this worker stops without writing")
