@@ -7,9 +7,10 @@ maps the errors raised here onto bullmq's retry semantics.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,23 +134,28 @@ class Dispatcher:
         self.stats = stats
         self.worker_name = settings.worker_name
         self._blobs = Path(settings.data_dir) / "blobs"
+        # Lease tokens: unique per attempt across processes and restarts (a random prefix per process).
+        self._token_prefix = secrets.token_hex(4)
+        self._tokens = itertools.count()
 
     async def process(self, job: ActiveJob) -> Completion:
         """Run ``job``; return its completion or raise an error from ``worker.errors``."""
         started = time.monotonic()
         connector = "other"
-        with structlog.contextvars.bound_contextvars(job_id=job.id, attempt=job.attempt):
-            try:
-                data = parse_job_data(job, self.settings.job_data_max_bytes)
-                connector = data.connector_key
-                with structlog.contextvars.bound_contextvars(connector=connector, connector_id=data.connector_id):
-                    self._started(job, connector)
-                    completion = await self._run(job, data)
-                    self._finished(job, connector, "completed", started)
-                    return completion
-            except BaseException as exc:
-                self._on_error(job, connector, exc, started)
-                raise
+        bound = dict(structlog.contextvars.bind_contextvars(job_id=job.id, attempt=job.attempt))
+        try:
+            data = parse_job_data(job, self.settings.job_data_max_bytes)
+            connector = data.connector_key
+            bound.update(structlog.contextvars.bind_contextvars(connector=connector, connector_id=data.connector_id))
+            self._started(job, connector)
+            completion = await self._run(job, data)
+            self._finished(job, connector, "completed", started)
+            return completion
+        except BaseException as exc:
+            self._on_error(job, connector, exc, started)
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**bound)
 
     async def _run(self, job: ActiveJob, data: CrawlingJobData) -> Completion:
         cls = self.registry.get(data.connector_key)
@@ -182,7 +188,7 @@ class Dispatcher:
             config_hash=entry.config_hash,
             job_id=job.id,
             attempt=job.attempt,
-            lease_token=f"job:{job.id}|{self.worker_name}|{uuid.uuid4().hex[:8]}",
+            lease_token=f"job:{job.id}|{self.worker_name}|{self._token_prefix}{next(self._tokens):x}",
         )
         progress = ProgressReporter(
             job.update_progress, fmt=self.settings.progress_format, interval_s=self.settings.progress_interval_s

@@ -139,6 +139,9 @@ class Metrics:
         self._active = self.active.labels(queue)
         self._active.set(0)
         self.jobs_stalled.labels(queue)  # present at 0 from the start, so dashboards and rates see it
+        for label in sorted(self._known):  # likewise per connector, so the job path can skip adding zeros
+            for metric in (self.documents, self.documents_deleted, self.document_bytes, self.item_failures):
+                self._child(metric, label)
 
     def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
         """``metric.labels(queue, *labels)``, looked up once per label set (labels are bounded)."""
@@ -202,10 +205,14 @@ class Metrics:
     def step_committed(self, connector: str, documents: int, deleted: int, size: int, failures: int) -> None:
         """One step's documents reached the sink."""
         label = self.connector_label(connector)
-        self._child(self.documents, label).inc(documents)
-        self._child(self.documents_deleted, label).inc(deleted)
-        self._child(self.document_bytes, label).inc(size)
-        self._child(self.item_failures, label).inc(failures)
+        for metric, value in (
+            (self.documents, documents),
+            (self.documents_deleted, deleted),
+            (self.document_bytes, size),
+            (self.item_failures, failures),
+        ):
+            if value:
+                self._child(metric, label).inc(value)
 
     def fetched(self, connector: str, status_class: str, count: int = 1) -> None:
         """Source fetches by status class (``2xx``..``5xx``, ``error``)."""

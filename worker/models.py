@@ -5,6 +5,7 @@ Python attributes are snake_case; JSON (job data, HTTP API) is camelCase through
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from enum import StrEnum
@@ -16,6 +17,7 @@ from pydantic.alias_generators import to_camel
 _CONNECTOR_KEY = re.compile(r"\s+")
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_connector(name: str) -> str:
     """Normalise a connector name as the producer does: lower case, whitespace runs to ``-``."""
     return _CONNECTOR_KEY.sub("-", name.strip().lower())

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,8 @@ class Runner:
         self.sink = sink
         self.metrics = metrics
         self.max_no_progress = max_no_progress_attempts
+        self._run_id_prefix = secrets.token_hex(8)  # run ids: unique across processes, cheap to make
+        self._run_ids = itertools.count()
 
     async def run(
         self,
@@ -229,7 +232,8 @@ class Runner:
             ):
                 previous = connector.checkpoint_model.model_validate(record.last_completed_checkpoint)
             checkpoint = connector.initial_checkpoint(previous)
-            fresh = RunRecord(run_id=uuid.uuid4().hex, config_hash=request.config_hash, checkpoint_version=version)
+            run_id = f"{self._run_id_prefix}{next(self._run_ids):08x}"
+            fresh = RunRecord(run_id=run_id, config_hash=request.config_hash, checkpoint_version=version)
             if record is not None and record.config_hash == request.config_hash:
                 fresh.last_completed_checkpoint = record.last_completed_checkpoint
                 fresh.last_completed_version = record.last_completed_version

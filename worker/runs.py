@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import TypeAdapter
 
 from worker.connections import RedisClient, ScriptCall
 from worker.errors import LeaseLost
@@ -62,7 +62,8 @@ return 1
 """
 
 
-class Counters(BaseModel):
+@dataclass
+class Counters:
     """Cumulative counters of one run (they survive retries, so progress stays monotonic)."""
 
     processed: int = 0
@@ -74,15 +75,20 @@ class Counters(BaseModel):
     steps: int = 0
 
 
-class RunRecord(BaseModel):
-    """Everything needed to resume or continue a connector instance's crawl."""
+@dataclass(kw_only=True)
+class RunRecord:
+    """Everything needed to resume or continue a connector instance's crawl.
+
+    A plain dataclass: the runner updates it field by field on every step; it is validated when
+    read back from Redis (:func:`load_record`) and written as JSON (:func:`dump_record`).
+    """
 
     run_id: str
     status: RunStatus = "running"
     config_hash: str
     checkpoint_version: int = 1
     checkpoint: dict[str, Any] | None = None
-    counters: Counters = Field(default_factory=Counters)
+    counters: Counters = field(default_factory=Counters)
     total: int | None = None
     percentage: float = 0.0
     commits: int = 0
@@ -90,11 +96,24 @@ class RunRecord(BaseModel):
     no_progress_attempts: int = 0
     attempts: int = 0
     job_id: str | None = None
-    started_at: float = Field(default_factory=time.time)
-    updated_at: float = Field(default_factory=time.time)
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
     last_completed_checkpoint: dict[str, Any] | None = None
     last_completed_version: int | None = None
     last_completed_at: float | None = None
+
+
+_RECORD = TypeAdapter(RunRecord)
+
+
+def load_record(raw: str | bytes) -> RunRecord:
+    """A stored run record, validated."""
+    return _RECORD.validate_json(raw)
+
+
+def dump_record(record: RunRecord) -> str:
+    """A run record as stored (JSON)."""
+    return _RECORD.dump_json(record).decode()
 
 
 @dataclass(frozen=True)
@@ -109,7 +128,7 @@ class Lease:
 
     def record(self) -> RunRecord | None:
         """The instance's run record at acquisition, if one was stored."""
-        return RunRecord.model_validate_json(self.record_json) if self.record_json else None
+        return load_record(self.record_json) if self.record_json else None
 
 
 class RunStore:
@@ -187,7 +206,7 @@ class RunStore:
     async def load(self, instance: str) -> RunRecord | None:
         """The instance's run record, if one is stored."""
         raw = await self._client.hget(self._keys(instance)[1], "record")
-        return RunRecord.model_validate_json(raw) if raw else None
+        return load_record(raw) if raw else None
 
     async def save(self, lease: Lease, record: RunRecord) -> None:
         """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost."""
@@ -201,7 +220,7 @@ class RunStore:
         reply is logged (the job completed, another holder owns the instance's record now).
         """
         record.updated_at = time.time()
-        args: list[str | int] = [lease.token, lease.epoch, record.model_dump_json(), self._retention_s, int(release)]
+        args: list[str | int] = [lease.token, lease.epoch, dump_record(record), self._retention_s, int(release)]
 
         def on_reply(reply: Any) -> None:
             try:
