@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.helpers import RecordingSink, add_crawl, catalog_of, open_queue, running_app, wait_for, wait_state
 from tests.proc import start_worker, write_catalog
@@ -231,15 +232,22 @@ async def test_two_jobs_for_one_instance_never_crawl_concurrently(make_settings:
         await queue.close()
 
 
-async def test_skip_policy_completes_the_duplicate_as_a_no_op(make_settings: Callable[..., Settings]) -> None:
+async def test_skip_policy_completes_the_duplicate_as_a_no_op(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> None:
     """With duplicate_run_policy=skip the second job for a busy instance completes at once as skipped."""
     settings = make_settings(duplicate_run_policy="skip", concurrency=2)
     catalog = catalog_of(same={"connector": "mock", "config": {"items": 20, "step_size": 2, "step_delay_s": 0.05}})
     queue = open_queue(settings)
+    lease_key = f"{settings.prefix}:{settings.queue_name}:cw:lease:org-1:mock:same"
     try:
         async with running_app(settings, catalog):
             first = await add_crawl(queue, "mock", "same", removeOnComplete=False)
-            await wait_state(queue, first, ["active"])
+
+            async def first_holds_the_instance() -> bool:
+                return str(await redis_client.get(lease_key) or "").startswith(f"job:{first}|")
+
+            await wait_for(first_holds_the_instance, interval=0.005, what="the first job to take the instance's lease")
             second = await add_crawl(queue, "mock", "same", removeOnComplete=False)
             await wait_state(queue, second, ["completed"])
             await wait_state(queue, first, ["completed"])

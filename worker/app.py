@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from worker.catalog import Catalog
-from worker.connections import RedisClient, make_client, redact_url
+from worker.connections import AutoPipeline, RedisClient, make_client, redact_url
 from worker.connectors.registry import Registry, build_registry
 from worker.dispatch import Dispatcher
 from worker.http import OpsServer, start_ops_server
@@ -114,42 +114,9 @@ class App:
             sink = self.sink or build_sink(s)
             if self.sink is None:
                 owned_sink = sink
-            store = RunStore(
-                self.client,
-                prefix=s.prefix,
-                queue=s.queue_name,
-                lease_ms=s.lock_duration_ms,
-                retention_s=s.run_retention_days * 86400,
-            )
-            runner = Runner(
-                store,
-                sink,
-                self.metrics,
-                max_no_progress_attempts=s.max_no_progress_attempts,
-                busy_delay_s=s.duplicate_run_delay_s,
-            )
-            stats = StatsRecorder(
-                self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days
-            )
+            self.queue_worker, store, stats = self._build(worker_client, connectors, sink, self.metrics)
             background.append(asyncio.create_task(stats.run(), name="stats-flush"))
             background.append(asyncio.create_task(store.keep_leases(), name="lease-renewal"))
-            dispatcher = Dispatcher(
-                s,
-                registry=connectors,
-                catalog=self.catalog or Catalog.load(s.catalog_file),
-                runner=runner,
-                metrics=self.metrics,
-                lookup_env=environment_secret,
-                stats=stats,
-            )
-            metrics = self.metrics
-            self.queue_worker = QueueWorker(
-                s,
-                worker_client,
-                dispatcher.process,
-                on_stalled=lambda _job_id: metrics.stalled_recovered(),
-                on_failed_undecodable=lambda: metrics.job_failed_before_start("InvalidJobData"),
-            )
             await self.queue_worker.start()
             log.info(
                 "worker.started",
@@ -168,22 +135,75 @@ class App:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            for task in background:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-            if stats is not None:
-                try:
-                    await stats.flush()
-                except Exception as exc:
-                    log.warning("stats.flush_failed", error=str(exc), error_type=type(exc).__name__)
-            if self.ops is not None:
-                await self.ops.stop()
-            if owned_sink is not None:
-                with contextlib.suppress(Exception):
-                    await owned_sink.aclose()
+            await self._close(background, stats, owned_sink, worker_client)
+
+    def _build(
+        self, worker_client: RedisClient, connectors: Registry, sink: Sink, metrics: Metrics
+    ) -> tuple[QueueWorker, RunStore, StatsRecorder]:
+        """The job path: queue worker -> dispatcher -> runner, with its run store and statistics."""
+        s = self.settings
+        assert self.client is not None
+        autopipeline = AutoPipeline(worker_client)  # lease reads and completions share round trips
+        store = RunStore(
+            self.client,
+            prefix=s.prefix,
+            queue=s.queue_name,
+            lease_ms=s.lock_duration_ms,
+            retention_s=s.run_retention_days * 86400,
+            autopipeline=autopipeline,
+        )
+        runner = Runner(
+            store,
+            sink,
+            metrics,
+            max_no_progress_attempts=s.max_no_progress_attempts,
+            busy_delay_s=s.duplicate_run_delay_s,
+        )
+        stats = StatsRecorder(self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days)
+        dispatcher = Dispatcher(
+            s,
+            registry=connectors,
+            catalog=self.catalog or Catalog.load(s.catalog_file),
+            runner=runner,
+            metrics=metrics,
+            lookup_env=environment_secret,
+            stats=stats,
+        )
+        worker = QueueWorker(
+            s,
+            worker_client,
+            dispatcher.process,
+            autopipeline=autopipeline,
+            on_stalled=lambda _job_id: metrics.stalled_recovered(),
+            on_failed_undecodable=lambda: metrics.job_failed_before_start("InvalidJobData"),
+        )
+        return worker, store, stats
+
+    async def _close(
+        self,
+        background: list[asyncio.Task[None]],
+        stats: StatsRecorder | None,
+        owned_sink: Sink | None,
+        worker_client: RedisClient,
+    ) -> None:
+        """Stop background tasks, write the last statistics, close the ops port, the sink and the clients."""
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if stats is not None:
+            try:
+                await stats.flush()
+            except Exception as exc:
+                log.warning("stats.flush_failed", error=str(exc), error_type=type(exc).__name__)
+        if self.ops is not None:
+            await self.ops.stop()
+        if owned_sink is not None:
             with contextlib.suppress(Exception):
-                await worker_client.aclose()
+                await owned_sink.aclose()
+        with contextlib.suppress(Exception):
+            await worker_client.aclose()
+        if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
 

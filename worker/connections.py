@@ -7,6 +7,7 @@ cut the worker's BZPOPMIN and let an idle worker sleep through due jobs.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import BusyLoadingError, ConnectionError, NoScriptError, ResponseError, TimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
 from worker.settings import Settings
@@ -39,6 +40,109 @@ class ScriptCall:
     keys: Sequence[str]
     args: Sequence[str | int | float | bytes]
     on_reply: Callable[[Any], None] | None = None
+
+
+Command = ScriptCall | tuple[Any, ...]
+#: Callers' command groups in send order, each with the future of a caller that joined (None: the leader).
+_Batch = list[tuple[Sequence[Command], "asyncio.Future[list[Any]] | None"]]
+
+
+class AutoPipeline:
+    """Sends the commands that concurrent tasks issue in the same event-loop turn as one pipeline.
+
+    redis-py's asyncio client spends about 27 µs of CPU per command it sends on its own (a pooled
+    connection, a timeout, a write and a read each); concurrent jobs that each send their scripts
+    pay that every time. The first caller of a turn leads: it yields once, so the others of that
+    turn join its batch, then sends the batch in one round trip and hands each caller its replies
+    (measured: 14 µs a command with 10 callers, 9 µs with 50, 52 vs 49 µs for a lone caller).
+    A caller's commands stay adjacent and in order; errors come back as values; scripts go by SHA
+    and are loaded and sent again if Redis answers NOSCRIPT (after a restart, failover or SCRIPT FLUSH).
+    """
+
+    def __init__(self, client: RedisClient) -> None:
+        self._client = client
+        self._forming: _Batch | None = None
+        self._detached: set[asyncio.Future[list[Any]]] = set()
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` (with whatever else is sent this turn); their replies, in order.
+
+        If this caller is cancelled while it leads, the callers that joined its batch are still
+        served; if it is cancelled while the batch is in flight, they get a ConnectionError (their
+        commands may or may not have run, as with a dropped connection).
+        """
+        if self._forming is not None:
+            joined: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._forming.append((commands, joined))
+            return await joined
+        batch: _Batch = [(commands, None)]
+        self._forming = batch
+        try:
+            await asyncio.sleep(0)  # the other callers of this turn join the batch
+        except asyncio.CancelledError:
+            self._forming = None
+            if len(batch) > 1:
+                orphans = asyncio.ensure_future(self._send_batch(batch[1:]))
+                self._detached.add(orphans)
+                orphans.add_done_callback(self._forget)
+            raise
+        self._forming = None
+        return await self._send_batch(batch)
+
+    def _forget(self, task: asyncio.Future[list[Any]]) -> None:
+        self._detached.discard(task)
+        if not task.cancelled():
+            task.exception()  # delivered to the joined callers already
+
+    async def _send_batch(self, batch: _Batch) -> list[Any]:
+        """Send every group of ``batch`` in one round trip; resolve the joined callers; the first group's replies."""
+        flat = [command for group, _ in batch for command in group]
+        try:
+            replies = await self._send(flat)
+        except BaseException as exc:
+            for _, joined in batch:
+                if joined is not None and not joined.done():
+                    joined.set_exception(exc if isinstance(exc, Exception) else ConnectionError("batch not sent"))
+            raise
+        start = 0
+        for group, joined in batch:
+            if joined is not None and not joined.done():
+                joined.set_result(replies[start : start + len(group)])
+            start += len(group)
+        return replies[: len(batch[0][0])]
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        packed = [_packed(command) for command in commands]
+        if len(packed) == 1:
+            try:
+                return [await self._client.execute_command(*packed[0])]
+            except ResponseError as exc:
+                if not isinstance(exc, NoScriptError):
+                    return [exc]
+                replies: list[Any] = [exc]
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            for command in packed:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            for i in missing:
+                script = commands[i]
+                assert isinstance(script, ScriptCall)  # only scripts answer NOSCRIPT
+                await self._client.script_load(script.script.script)
+            pipe = self._client.pipeline(transaction=False)
+            for i in missing:
+                pipe.execute_command(*packed[i])
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
+
+
+def _packed(command: Command) -> tuple[Any, ...]:
+    if isinstance(command, ScriptCall):
+        return ("EVALSHA", command.script.sha, len(command.keys), *command.keys, *command.args)
+    return command
 
 
 def redact_url(url: str) -> str:

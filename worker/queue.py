@@ -28,9 +28,8 @@ from bullmq import Job, Queue, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
 from bullmq.scripts import raw2NextJobData
 from bullmq.timer import Timer
-from redis.exceptions import NoScriptError
 
-from worker.connections import RedisClient, ScriptCall
+from worker.connections import AutoPipeline, RedisClient, ScriptCall
 from worker.dispatch import ActiveJob, Completion
 from worker.errors import LeaseLost, PermanentError, RetryLater
 from worker.logs import get_logger
@@ -77,6 +76,8 @@ class _Worker(Worker):  # type: ignore[misc]
 
     running: bool
     paused: bool
+    #: Batches the completions of concurrent slots (and the run store's lease reads) into shared round trips.
+    autopipeline: AutoPipeline
 
     async def run(self) -> None:
         if self.running:
@@ -194,7 +195,7 @@ class _Worker(Worker):  # type: ignore[misc]
         finish = len(commands)
         commands.append(ScriptCall(scripts.commands["moveToFinished"], keys, args))
         commands.extend(done.after)
-        replies = await self._pipeline(commands)
+        replies = await self.autopipeline.execute(commands)
         for command, reply in zip(commands, replies, strict=True):
             if isinstance(command, ScriptCall) and command.on_reply is not None:
                 command.on_reply(reply)
@@ -209,30 +210,6 @@ class _Worker(Worker):  # type: ignore[misc]
             )
         next_job: list[Any] | None = raw2NextJobData(moved)
         return next_job
-
-    async def _pipeline(self, commands: list[ScriptCall | tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one round trip; replies in order, errors as values.
-
-        Scripts go by SHA. A Redis that lost them (restart, failover, SCRIPT FLUSH) answers NOSCRIPT
-        without running them, so those are loaded and sent again, in their order.
-        """
-        packed = [_command(command) for command in commands]
-        pipe = self.client.pipeline(transaction=False)
-        for command in packed:
-            pipe.execute_command(*command)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            for i in missing:
-                script = commands[i]
-                assert isinstance(script, ScriptCall)  # only scripts answer NOSCRIPT
-                await self.client.script_load(script.script.script)
-            pipe = self.client.pipeline(transaction=False)
-            for i in missing:
-                pipe.execute_command(*packed[i])
-            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        return replies
 
     async def load_scripts(self) -> None:
         """Load the bullmq scripts that completions send by SHA."""
@@ -280,12 +257,6 @@ class _Worker(Worker):  # type: ignore[misc]
 _PIPELINED_SCRIPTS = ("updateProgress", "moveToFinished")
 
 
-def _command(command: ScriptCall | tuple[Any, ...]) -> tuple[Any, ...]:
-    if isinstance(command, ScriptCall):
-        return ("EVALSHA", command.script.sha, len(command.keys), *command.keys, *command.args)
-    return command
-
-
 def _safe_json(raw: Any, default: str) -> str:
     try:
         json.loads(raw)
@@ -303,11 +274,13 @@ class QueueWorker:
         client: RedisClient,
         handler: Handler,
         *,
+        autopipeline: AutoPipeline | None = None,
         on_stalled: Callable[[str], None] | None = None,
         on_failed_undecodable: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._client = client
+        self._autopipeline = autopipeline or AutoPipeline(client)
         self._handler = handler
         self._on_stalled = on_stalled
         self._on_failed_undecodable = on_failed_undecodable
@@ -343,6 +316,7 @@ class QueueWorker:
     async def start(self) -> None:
         """Create the worker, recover stalled jobs now, and start fetching."""
         worker = _Worker(self.settings.queue_name, self._process, self._options())
+        worker.autopipeline = self._autopipeline
         worker.clientName = node_client_name(self.settings.prefix, self.settings.queue_name, self.settings.worker_name)
         worker.on("stalled", self._stalled)
         worker.on("error", self._error)

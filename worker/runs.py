@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
-from worker.connections import RedisClient, ScriptCall
+from worker.connections import AutoPipeline, RedisClient, ScriptCall
 from worker.errors import LeaseLost
 from worker.logs import get_logger
 
@@ -134,8 +134,18 @@ class Lease:
 class RunStore:
     """Reads and writes run records and leases for one queue."""
 
-    def __init__(self, client: RedisClient, *, prefix: str, queue: str, lease_ms: int, retention_s: int) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str,
+        queue: str,
+        lease_ms: int,
+        retention_s: int,
+        autopipeline: AutoPipeline | None = None,
+    ) -> None:
         self._client = client
+        self._autopipeline = autopipeline or AutoPipeline(client)
         self._base = f"{prefix}:{queue}:cw"
         self.lease_ms = lease_ms
         self._retention_s = retention_s
@@ -156,7 +166,9 @@ class RunStore:
         is dead or fenced off by the new epoch.
         """
         args: list[str | int] = [token, self.lease_ms, self._retention_s, takeover_prefix or token]
-        reply = await self._acquire(keys=self._keys(instance), args=args)
+        (reply,) = await self._autopipeline.execute([ScriptCall(self._acquire, self._keys(instance), args)])
+        if isinstance(reply, Exception):
+            raise reply
         epoch = int(reply[0])
         if epoch < 0:
             return None
