@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,36 @@ def test_config_hash_changes_with_config() -> None:
     b = InstanceEntry(connector="web", config={"start_urls": ["http://b/"]})
     assert a.config_hash != b.config_hash
     assert a.config_hash == InstanceEntry(connector="web", config={"start_urls": ["http://a/"]}).config_hash
+
+
+def _instances(count: int, start: int = 0) -> str:
+    return "".join(
+        f'[instances."i{i}"]\nconnector = "web"\nconfig = {{ start_urls = ["https://s{i}.example/"] }}\n'
+        for i in range(start, start + count)
+    )
+
+
+def test_a_big_catalog_is_parsed_in_slices_to_the_same_entries() -> None:
+    """More than SLICE_INSTANCES instances (a top-level comment first): slice by slice, same entries as one parse."""
+    from worker.catalog import SLICE_INSTANCES, CatalogFile, parse_catalog
+
+    text = "# fleet catalog\n" + _instances(2 * SLICE_INSTANCES + 7)
+    entries = parse_catalog(text)
+    assert len(entries) == 2 * SLICE_INSTANCES + 7
+    assert entries == CatalogFile.model_validate(tomllib.loads(text)).instances
+
+
+def test_slices_that_do_not_stand_alone_fall_back_to_one_parse() -> None:
+    """A multi-line string holding a table-like line at a cut, and an instance split across slices, still load."""
+    from worker.catalog import SLICE_INSTANCES, parse_catalog
+
+    quoted = '[instances."q"]\nconnector = "web"\nconfig = { note = """\n'
+    quoted += "".join(f'[instances."fake{i}"]\n' for i in range(SLICE_INSTANCES + 1)) + '""" }\n'
+    entries = parse_catalog(quoted + _instances(3))
+    assert set(entries) == {"q", "i0", "i1", "i2"}
+    assert entries["q"].config["note"].startswith('[instances."fake0"]')
+
+    split = _instances(SLICE_INSTANCES) + '[instances."late"]\nconnector = "web"\n' + _instances(5, 10_000)
+    split += '[instances."i0".config]\nmax_pages = 3\n'  # reopens an instance from the first slice: invalid TOML
+    with pytest.raises(tomllib.TOMLDecodeError):
+        parse_catalog(split)
