@@ -113,6 +113,8 @@ def _render(machine: dict[str, Any], results: list[dict[str, Any]], started: str
         out += [*_table(result["rows"]), ""]
         if result.get("notes"):
             out += [str(result["notes"]), ""]
+        for extra in result.get("tables", []):
+            out += [f"### {extra['title']}", "", *_table(extra["rows"]), ""]
     return "\n".join(out)
 
 

@@ -211,7 +211,14 @@ class Dispatcher:
         finally:
             await instance.aclose()
         outcome = run.outcome
-        log.info("job.completed", documents=outcome.documents, duration_ms=outcome.duration_ms)
+        log.info(
+            "job.completed",
+            name=job.name,
+            run_id=outcome.run_id,
+            resumed=outcome.resumed,
+            documents=outcome.documents,
+            duration_ms=outcome.duration_ms,
+        )
         return Completion(
             outcome.model_dump(mode="json", exclude_none=True),
             progress=progress.final,
@@ -223,7 +230,9 @@ class Dispatcher:
         wait_s = None
         if job.attempts_made == 0:
             wait_s = time.time() - (job.timestamp_ms + job.delay_ms) / 1000
-        log.info("job.started", name=job.name)
+        # debug: a job's info line is its outcome (plus progress lines while it runs); at thousands of
+        # short jobs a second, a second line per job cost 10 % of the worker's CPU (docs/benchmarks.md)
+        log.debug("job.started", name=job.name)
         if self.metrics:
             self.metrics.job_started(connector, wait_s)
 
