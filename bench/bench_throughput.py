@@ -297,15 +297,28 @@ def _goals(rows: list[dict[str, Any]], pickup: list[dict[str, Any]], idle: dict[
     return goals
 
 
-def _ablations(url: str, *, catalog: Path, out_dir: Path, jobs: list[dict[str, Any]],
-               full: dict[int, float]) -> list[dict[str, Any]]:
+def _ablations(url: str, *, catalog: Path, out_dir: Path, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The full stack with one optimisation taken away at a time, between two runs of the full stack
+    (their mean is the baseline, so machine drift during the rows hits both sides)."""
     rows = []
     for concurrency in ABLATION_CONCURRENCIES:
-        for kind in ABLATIONS:
-            row = _throughput(url, kind, concurrency, catalog=catalog, out_dir=out_dir, jobs=jobs)
-            row["full_stack_jobs_per_s"] = full[concurrency]
-            row["bought_by_it"] = f"{full[concurrency] / row['jobs_per_s']:.2f}x"
-            rows.append(row)
+        kinds = ["crawl-worker", *ABLATIONS, "crawl-worker"]
+        measured = [_throughput(url, kind, concurrency, catalog=catalog, out_dir=out_dir, jobs=jobs) for kind in kinds]
+        before, after = measured[0], measured[-1]
+        without = dict(zip(ABLATIONS, measured[1:-1], strict=True))
+        base_rate = (before["jobs_per_s"] + after["jobs_per_s"]) / 2
+        base_cpu = (before["cpu_us_per_job"] + after["cpu_us_per_job"]) / 2
+        for kind, row in without.items():
+            rows.append({
+                "taken_away": kind.removeprefix("crawl-worker without "),
+                "concurrency": concurrency,
+                "full_stack_jobs_per_s": round(base_rate, 1),
+                "without_jobs_per_s": row["jobs_per_s"],
+                "full_stack_cpu_us_per_job": round(base_cpu),
+                "without_cpu_us_per_job": row["cpu_us_per_job"],
+                "throughput_bought": f"{base_rate / row['jobs_per_s']:.2f}x",
+                "cpu_saved_us_per_job": round(row["cpu_us_per_job"] - base_cpu),
+            })
     return rows
 
 
@@ -321,8 +334,7 @@ def run(redis_url: str, out_dir: Path) -> dict[str, Any]:
         ]
         _compare(batch)
         rows += batch
-    full = {r["concurrency"]: r["jobs_per_s"] for r in rows if r["worker"] == "crawl-worker"}
-    ablations = _ablations(redis_url, catalog=catalog, out_dir=out_dir, jobs=jobs, full=full)
+    ablations = _ablations(redis_url, catalog=catalog, out_dir=out_dir, jobs=jobs)
     pickup = [
         _pickup(redis_url, kind, catalog, out_dir) for kind in ("crawl-worker", "bullmq-py-pooled", "node-bullmq")
     ]

@@ -78,3 +78,32 @@ async def test_callers_that_joined_are_served_when_the_leader_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await leader
     await counting.delete(key)
+
+
+async def test_a_round_trip_without_a_reply_times_out_as_a_whole() -> None:
+    """A server that never answers: the batch fails with a Redis TimeoutError after timeout_s, not never."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    done = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)  # takes the command, never answers
+        await done.wait()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=None)  # no per-read timer
+    pipe = AutoPipeline(client, timeout_s=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(RedisTimeoutError, match=r"no reply from Redis within 0\.3 s"):
+            await pipe.execute([("PING",)])
+        assert loop.time() - started < 2
+    finally:
+        await client.aclose()
+        done.set()
+        server.close()
+        await server.wait_closed()

@@ -97,7 +97,8 @@ class App:
         owned_sink: Sink | None = None
         stats: StatsRecorder | None = None
         background: list[asyncio.Task[None]] = []  # lease renewal, stats flushes
-        worker_client = make_client(s, max_connections=s.concurrency * 3 + 8)
+        # The job path's client reads replies without a per-read timer; its AutoPipeline bounds round trips.
+        worker_client = make_client(s, max_connections=s.concurrency * 3 + 8, bounded_reads=False)
         try:
             self.ops = await start_ops_server(s, self.registry, self.client, self.ready)  # liveness during start-up
             if not await self._wait_for_redis():
@@ -143,7 +144,8 @@ class App:
         """The job path: queue worker -> dispatcher -> runner, with its run store and statistics."""
         s = self.settings
         assert self.client is not None
-        autopipeline = AutoPipeline(worker_client)  # lease reads and completions share round trips
+        # lease reads and completions share round trips
+        autopipeline = AutoPipeline(worker_client, timeout_s=s.redis_socket_timeout_s)
         store = RunStore(
             self.client,
             prefix=s.prefix,

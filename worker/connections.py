@@ -8,6 +8,7 @@ cut the worker's BZPOPMIN and let an idle worker sleep through due jobs.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import BusyLoadingError, ConnectionError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import BusyLoadingError, ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
 from worker.settings import Settings
@@ -57,10 +59,12 @@ class AutoPipeline:
     (measured: 14 µs a command with 10 callers, 9 µs with 50, 52 vs 49 µs for a lone caller).
     A caller's commands stay adjacent and in order; errors come back as values; scripts go by SHA
     and are loaded and sent again if Redis answers NOSCRIPT (after a restart, failover or SCRIPT FLUSH).
+    ``timeout_s`` bounds each round trip (a TimeoutError after it, as a socket timeout would raise).
     """
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, *, timeout_s: float | None = None) -> None:
         self._client = client
+        self._timeout_s = timeout_s
         self._forming: _Batch | None = None
         self._detached: set[asyncio.Future[list[Any]]] = set()
 
@@ -112,6 +116,13 @@ class AutoPipeline:
         return replies[: len(batch[0][0])]
 
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
+        try:
+            async with asyncio.timeout(self._timeout_s):  # the whole round trip, not each reply
+                return await self._send_now(commands)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no reply from Redis within {self._timeout_s} s") from exc
+
+    async def _send_now(self, commands: Sequence[Command]) -> list[Any]:
         packed = [_packed(command) for command in commands]
         if len(packed) == 1:
             try:
@@ -192,15 +203,29 @@ def _pack_with_hiredis(client: aioredis.Redis) -> aioredis.Redis:
     return client
 
 
-def _common_kwargs(settings: Settings) -> dict[str, Any]:
+def _keepalive(settings: Settings) -> dict[int, int]:
+    """TCP keepalive (probes after 30 s idle, 3 of them 5 s apart) and, where the platform has it,
+    TCP_USER_TIMEOUT: a peer that vanished is found within the socket timeout even while a reply is
+    awaited, also on connections that set no per-read timeout."""
+    wanted = {
+        "TCP_KEEPIDLE": 30,
+        "TCP_KEEPINTVL": 5,
+        "TCP_KEEPCNT": 3,
+        "TCP_USER_TIMEOUT": round(settings.redis_socket_timeout_s * 1000),
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
+def _common_kwargs(settings: Settings, *, bounded_reads: bool = True) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "decode_responses": True,
-        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_timeout": settings.redis_socket_timeout_s if bounded_reads else None,
         "socket_connect_timeout": settings.redis_connect_timeout_s,
         "socket_keepalive": True,
+        "socket_keepalive_options": _keepalive(settings),
         "health_check_interval": 15,
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
-        "retry_on_error": [BusyLoadingError, ConnectionError, TimeoutError],
+        "retry_on_error": [BusyLoadingError, ConnectionError, RedisTimeoutError],
     }
     if settings.redis_username:
         kwargs["username"] = settings.redis_username
@@ -222,9 +247,17 @@ def _tls_kwargs(settings: Settings) -> dict[str, Any]:
     return tls
 
 
-def make_client(settings: Settings, *, max_connections: int | None = None) -> RedisClient:
-    """A new pooled client for ``settings``; the caller owns it and must ``aclose()`` it."""
-    kwargs = _common_kwargs(settings)
+def make_client(
+    settings: Settings, *, max_connections: int | None = None, bounded_reads: bool = True
+) -> RedisClient:
+    """A new pooled client for ``settings``; the caller owns it and must ``aclose()`` it.
+
+    ``bounded_reads=False`` sets no timeout on each reply read (redis-py arms and cancels a timer per
+    reply: 21 µs a job on the job path, 14 % of its throughput at concurrency 50): for the job path,
+    whose round trips the :class:`AutoPipeline` bounds as a whole; TCP keepalive and TCP_USER_TIMEOUT
+    still find a dead peer.
+    """
+    kwargs = _common_kwargs(settings, bounded_reads=bounded_reads)
     pool_size = max_connections or settings.redis_max_connections
     tls = _tls_kwargs(settings) if settings.redis_url.startswith("rediss://") else {}
     if settings.redis_sentinels:
@@ -250,7 +283,8 @@ def make_client(settings: Settings, *, max_connections: int | None = None) -> Re
         )
         return cluster
     if settings.redis_url.startswith("unix://"):
-        kwargs.pop("socket_keepalive")  # a TCP option: unix-socket connections reject it
+        kwargs.pop("socket_keepalive")  # TCP options: unix-socket connections reject them
+        kwargs.pop("socket_keepalive_options")
     return _pack_with_hiredis(
         aioredis.Redis.from_url(settings.redis_url, max_connections=pool_size, **kwargs, **tls)
     )
