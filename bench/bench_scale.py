@@ -32,14 +32,15 @@ from worker.queue import node_client_name, producer_job_options
 REPO = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 2, 4)
 CONCURRENCY = 10
-JOBS = 9000  # per round: more than 4 processes consume in the window on this machine
+JOBS = 60_000  # per round: more than the processes consume in the window on this machine
+INSTANCES = 10_000  # job i crawls instance b(i mod INSTANCES): later rounds of an instance are incremental runs
 WARMUP_S = 1.0
-WINDOW_S = 6.0
+WINDOW_S = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _catalog(path: Path) -> Path:
-    lines = [f'[instances."b{i}"]\nconnector = "mock"\nconfig = {{ items = 0 }}\n' for i in range(JOBS)]
+    lines = [f'[instances."b{i}"]\nconnector = "mock"\nconfig = {{ items = 0 }}\n' for i in range(INSTANCES)]
     path.write_text("".join(lines))
     return path
 
@@ -51,7 +52,9 @@ async def _fill(redis_url: str, queue_name: str) -> None:
         for start in range(0, JOBS, 500):
             batch = []
             for i in range(start, min(start + 500, JOBS)):
-                name, data = CrawlingJobData.for_instance("mock", f"b{i}", org_id="org-bench", user_id="u").to_job()
+                name, data = CrawlingJobData.for_instance(
+                    "mock", f"b{i % INSTANCES}", org_id="org-bench", user_id="u"
+                ).to_job()
                 batch.append({"name": name, "data": data, "opts": opts})
             await queue.addBulk(batch)
     finally:
