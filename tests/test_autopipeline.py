@@ -58,10 +58,14 @@ async def test_callers_of_one_turn_share_one_round_trip_and_get_their_own_replie
 
 
 async def test_a_lone_caller_sends_its_command_without_a_pipeline(counting: CountingRedis) -> None:
-    """One caller with one command: a plain command, no pipeline."""
+    """One caller with one command: a plain command, no pipeline (also with batching off, as at concurrency 1)."""
     pipe = AutoPipeline(counting)
     assert await pipe.execute([("PING",)]) == [True]
     assert (counting.pipelines, counting.singles) == (0, 1)
+    unbatched = AutoPipeline(counting, batching=False)
+    assert await unbatched.execute([("PING",)]) == [True]
+    assert await unbatched.execute([("PING",), ("PING",)]) == [True, True]
+    assert (counting.pipelines, counting.singles) == (1, 2)
 
 
 async def test_callers_that_joined_are_served_when_the_leader_is_cancelled(

@@ -145,7 +145,7 @@ class App:
         s = self.settings
         assert self.client is not None
         # lease reads and completions share round trips
-        autopipeline = AutoPipeline(worker_client, timeout_s=s.redis_socket_timeout_s)
+        autopipeline = AutoPipeline(worker_client, timeout_s=s.redis_socket_timeout_s, batching=s.concurrency > 1)
         store = RunStore(
             self.client,
             prefix=s.prefix,

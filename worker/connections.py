@@ -62,9 +62,10 @@ class AutoPipeline:
     ``timeout_s`` bounds each round trip (a TimeoutError after it, as a socket timeout would raise).
     """
 
-    def __init__(self, client: RedisClient, *, timeout_s: float | None = None) -> None:
+    def __init__(self, client: RedisClient, *, timeout_s: float | None = None, batching: bool = True) -> None:
         self._client = client
         self._timeout_s = timeout_s
+        self._batching = batching  # False when there is one caller at a time (concurrency 1): no yield
         self._forming: _Batch | None = None
         self._detached: set[asyncio.Future[list[Any]]] = set()
 
@@ -75,6 +76,8 @@ class AutoPipeline:
         served; if it is cancelled while the batch is in flight, they get a ConnectionError (their
         commands may or may not have run, as with a dropped connection).
         """
+        if not self._batching:
+            return await self._send(commands)
         if self._forming is not None:
             joined: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             self._forming.append((commands, joined))
