@@ -38,6 +38,20 @@ def test_lookup_secrets_and_reload(tmp_path: Path) -> None:
     assert catalog.get("b").connector_key == "web"
 
 
+def test_an_edited_entry_is_picked_up_once_the_check_interval_has_passed(tmp_path: Path) -> None:
+    """Lookups that find their entry look at the file at most every check_interval_s; then the edit shows."""
+    path = tmp_path / "catalog.toml"
+    path.write_text('[instances."a"]\nconnector = "web"\nconfig = { max_pages = 1 }\n')
+    catalog = Catalog.load(path)
+    assert catalog.get("a").config == {"max_pages": 1}
+    path.write_text('[instances."a"]\nconnector = "web"\nconfig = { max_pages = 2 }\n')
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))
+    assert catalog.get("a").config == {"max_pages": 1}  # checked less than a second ago
+    catalog.check_interval_s = 0
+    assert catalog.get("a").config == {"max_pages": 2}
+
+
 def test_invalid_catalog_is_a_config_error(tmp_path: Path) -> None:
     """An unknown key in an entry stops start-up with the file named."""
     path = tmp_path / "catalog.toml"

@@ -134,11 +134,8 @@ class Catalog:
         entry, and on every miss, so a newly added instance is found at once.
         """
         now = time.monotonic()
-        if now - self._checked_at >= self.check_interval_s:
-            self._checked_at = now
-            self._reload()
-        entry = self._entries.get(connector_id)
-        if entry is None:
+        entry = self._entries.get(connector_id) if now - self._checked_at < self.check_interval_s else None
+        if entry is None:  # time to look at the file again, or not there: maybe it was just added
             self._checked_at = now
             self._reload()
             entry = self._entries.get(connector_id)
