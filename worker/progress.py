@@ -2,11 +2,11 @@
 
 Connectors report ``current``/``total``; this turns it into ``job.updateProgress`` as the object
 ``{percentage, current, total, ...}`` (default) or a plain number 0-100 for consumers that
-expect one. At most one write per ``interval_s`` (the first one interval after the start: a job that
-finishes sooner writes only its last value) plus the last, which goes out with the job's completion
-(see :meth:`ProgressReporter.finish`); the percentage
-never goes down (also across retries, since ``current`` comes from checkpointed counters) and
-never reaches 100 before :meth:`ProgressReporter.finish`.
+expect one. At most one write per ``interval_s`` (the first one interval after the start: a job
+that finishes sooner writes only its last value) plus the last, which goes out with the job's
+completion (see :meth:`ProgressReporter.finish`). The percentage never goes down (also across
+retries, since ``current`` comes from checkpointed counters) and never reaches 100 before
+:meth:`ProgressReporter.finish`.
 """
 
 from __future__ import annotations
