@@ -348,7 +348,8 @@ def run(redis_url: str, out_dir: Path) -> dict[str, Any]:
         "the job log line, logs, metrics and stats cost per job on top of the queue core). `cpu_us_per_job` is the "
         "worker process, `redis_cpu_us_per_job` the Redis server (INFO cpu) over the same window. "
         f"Pickup latency ({PICKUP_JOBS} jobs added one by one, {PICKUP_GAP_S * 1000:.0f} ms apart, to an idle "
-        f"worker; processedOn - timestamp): {pick}. Idle crawl-worker over {idle['idle_s']} s: "
+        f"worker; processedOn - timestamp, whole milliseconds: 0 means under 1 ms): {pick}. "
+        f"Idle crawl-worker over {idle['idle_s']} s: "
         f"{idle['cpu_s']} CPU s = {idle['cpu_pct_of_core']} % of a core, RSS {idle['rss_mb']} MB."
     )
     return {
