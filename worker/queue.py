@@ -196,10 +196,10 @@ class _Worker(Worker):  # type: ignore[misc]
         commands.append(ScriptCall(scripts.commands["moveToFinished"], keys, args))
         commands.extend(done.after)
         replies = await self.autopipeline.execute(commands)
-        for command, reply in zip(commands, replies, strict=True):
+        for i, (command, reply) in enumerate(zip(commands, replies, strict=True)):
             if isinstance(command, ScriptCall) and command.on_reply is not None:
                 command.on_reply(reply)
-            elif isinstance(reply, Exception) and command is not commands[finish]:
+            elif isinstance(reply, Exception) and i != finish:
                 log.warning("job.completion_write_failed", job_id=job.id, error=str(reply))
         moved = replies[finish]
         if isinstance(moved, Exception):

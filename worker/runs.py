@@ -222,8 +222,7 @@ class RunStore:
 
     async def save(self, lease: Lease, record: RunRecord) -> None:
         """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost."""
-        call = self.save_call(lease, record)
-        _check_save(lease, int(await self._save(keys=call.keys, args=call.args)))
+        _check_save(lease, int(await self._save(keys=self._keys(lease.key), args=self._save_args(lease, record))))
 
     def save_call(self, lease: Lease, record: RunRecord, *, release: bool = False) -> ScriptCall:
         """The fenced write of ``record`` as a call for a pipeline (``release`` also gives the lease back).
@@ -231,8 +230,6 @@ class RunStore:
         The run's last write goes out this way, in the round trip that completes the job; a fenced-off
         reply is logged (the job completed, another holder owns the instance's record now).
         """
-        record.updated_at = time.time()
-        args: list[str | int] = [lease.token, lease.epoch, dump_record(record), self._retention_s, int(release)]
 
         def on_reply(reply: Any) -> None:
             try:
@@ -242,8 +239,11 @@ class RunStore:
             except Exception as exc:
                 log.warning("run.final_save_failed", error=str(exc), instance=lease.key)
 
-        return ScriptCall(self._save, self._keys(lease.key), args, on_reply)
+        return ScriptCall(self._save, self._keys(lease.key), self._save_args(lease, record, release), on_reply)
 
+    def _save_args(self, lease: Lease, record: RunRecord, release: bool = False) -> list[str | int]:
+        record.updated_at = time.time()
+        return [lease.token, lease.epoch, dump_record(record), self._retention_s, int(release)]
 
 def _check_save(lease: Lease, result: int) -> None:
     if result != 1:
