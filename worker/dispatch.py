@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from worker.catalog import Catalog, EnvLookup
+from worker.catalog import Catalog, EnvLookup, InstanceEntry
 from worker.connections import ScriptCall
 from worker.connectors.base import ConnectorContext
-from worker.connectors.registry import Registry
+from worker.connectors.registry import AnyConnector, Registry
 from worker.errors import (
     HandOff,
     InstanceBusy,
@@ -32,6 +32,7 @@ from worker.errors import (
     PermanentError,
     RetryLater,
     UnconfiguredInstance,
+    UnknownConnector,
     error_class,
 )
 from worker.logs import get_logger
@@ -41,6 +42,7 @@ from worker.progress import ProgressReporter, ProgressWriter
 from worker.runner import CrawlRequest, Runner
 from worker.settings import Settings
 from worker.stats import StatsRecorder
+from worker.sync_events import SyncEventPublisher
 
 log = get_logger(__name__)
 
@@ -104,10 +106,8 @@ def parse_job_data(job: ActiveJob, max_bytes: int) -> CrawlingJobData:
     except ValidationError as exc:
         raise InvalidJobData(f"invalid crawl job data: {_describe(exc)}") from None
     expected = job_name(data.connector, data.connector_id)
-    if job.name.startswith("crawl-") and job.name != expected:
-        raise InvalidJobData(
-            f"job name {job.name!r} does not match its data (expected {expected!r} from connector/connectorId)"
-        )
+    if job.name.startswith("crawl-") and job.name != expected:  # the name is not used: the data decides
+        log.warning("job.name_mismatch", name=job.name, expected=expected)
     return data
 
 
@@ -124,6 +124,7 @@ class Dispatcher:
         metrics: Metrics | None,
         lookup_env: EnvLookup,
         stats: StatsRecorder | None = None,
+        sync_events: SyncEventPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -132,6 +133,7 @@ class Dispatcher:
         self.metrics = metrics
         self.lookup_env = lookup_env
         self.stats = stats
+        self.sync_events = sync_events
         self.worker_name = settings.worker_name
         self._blobs = Path(settings.data_dir) / "blobs"
         # Lease tokens: unique per attempt across processes and restarts (a random prefix per process).
@@ -157,21 +159,39 @@ class Dispatcher:
         finally:
             structlog.contextvars.reset_contextvars(**bound)
 
-    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> Completion:
-        cls = self.registry.get(data.connector_key)
-        entry = self.catalog.get(data.connector_id)
-        if entry.connector_key != data.connector_key:
+    def _route(self, data: CrawlingJobData) -> tuple[InstanceEntry, AnyConnector]:
+        """The catalog entry and connector class that serve the job (PermanentError if none does)."""
+        installed = data.connector_key in self.registry.names()
+        try:
+            route = self.catalog.resolve(data.connector_id, data.connector)
+        except UnconfiguredInstance:
+            if not installed:
+                names = ", ".join(self.registry.names())
+                raise UnknownConnector(
+                    f"connector {data.connector_key!r} is not installed (installed: {names}) "
+                    "and no [connector_types] rule in the catalog routes it"
+                ) from None
+            raise
+        entry = route.entry
+        cls = self.registry.get(entry.connector)
+        if route.rule is None and entry.connector_key != data.connector_key and not cls.serves_any_type:
+            if not installed:
+                self.registry.get(data.connector_key)  # raises UnknownConnector, listing what is installed
             raise UnconfiguredInstance(
                 f"connectorId {data.connector_id!r} is configured as connector {entry.connector_key!r}, "
                 f"but the job says {data.connector_key!r}"
             )
+        return entry, cls
+
+    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> Completion:
+        entry, cls = self._route(data)
         if entry.org_id is not None and entry.org_id != data.org_id:
             raise UnconfiguredInstance(f"connectorId {data.connector_id!r} is not configured for org {data.org_id!r}")
         try:
             config = cls.config_model.model_validate(entry.config)
         except ValidationError as exc:
             raise InvalidConnectorConfig(
-                f"catalog entry {data.connector_id!r} is not a valid {data.connector_key} config: {_describe(exc)}"
+                f"catalog entry for {data.connector_id!r} is not a valid {entry.connector_key} config: {_describe(exc)}"
             ) from None
         context = ConnectorContext(
             connector_id=data.connector_id,
@@ -179,6 +199,9 @@ class Dispatcher:
             data_dir=self._blobs.joinpath(data.connector_key, data.connector_id),
             attempt=job.attempt,
             credentials=entry.resolve_secrets(self.lookup_env),
+            connector_type=data.connector,
+            job_key=f"{job.id}@{job.timestamp_ms}",
+            sync_events=self.sync_events,
         )
         instance = cls(config, context)
         request = CrawlRequest(

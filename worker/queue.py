@@ -4,8 +4,12 @@ What this adapter fixes or adds over the Python port (see shared/research/bullmq
 - a pooled, decoded Redis client with a socket timeout above the longest blocking read,
   so an idle worker never sleeps through due jobs (the redis-py 8 trap);
 - the stalled check also runs at start-up (the port waits a full interval first);
-- the client name Node BullMQ looks for (``<prefix>:<base64(queue)>:w:<name>``), so Node
-  ``getWorkers()`` and bull-board list our workers;
+- the client name Node BullMQ looks for (``<prefix>:<base64(queue)>:w:<name>``) on one dedicated
+  blocking connection per process, as Node names its worker's blocking connection, so Node
+  ``getWorkers()`` and bull-board list each process once; ``processedBy`` set on every job taken;
+- repeat ticks (PipesHub's ``queue.add(..., {repeat})``, BullMQ 5 repeatable jobs, and job
+  schedulers): the next tick is created as a Node 5.56 worker creates it (``worker/repeat.py``),
+  with the tick's own data (the port's script gave every later tick ``data: {}``);
 - the blocking connection is probed, so delays and backoffs are not rounded up to whole seconds;
 - job data that is not JSON fails the job at once with a clear reason instead of looping
   through lock expiry and stall recovery;
@@ -24,12 +28,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgpack
 from bullmq import Job, Queue, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
+from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import raw2NextJobData
 from bullmq.timer import Timer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.connections import AutoPipeline, RedisClient, ScriptCall
+from worker import repeat
+from worker.connections import AutoPipeline, RedisClient, ScriptCall, make_client
 from worker.dispatch import ActiveJob, Completion
 from worker.errors import LeaseLost, PermanentError, RetryLater
 from worker.logs import get_logger
@@ -76,6 +85,8 @@ class _Worker(Worker):  # type: ignore[misc]
 
     running: bool
     paused: bool
+    drained: bool
+    _client_name_set: bool
     #: Batches the completions of concurrent slots (and the run store's lease reads) into shared round trips.
     autopipeline: AutoPipeline
 
@@ -141,17 +152,15 @@ class _Worker(Worker):  # type: ignore[misc]
                 self.emit("failed", job, UnrecoverableError(job.deferredFailure))
                 return None
             done: Completion = await self.processor(job, token)
+            moved = None
             if not self.forceClosing:
                 fetch_next = not (self.closing or self.paused)
                 moved = await self._complete(job, token, done, fetch_next)
                 job.returnvalue = done.result
                 job.attemptsMade += 1
-                if fetch_next and moved:
-                    job_data, job_id, limit_until, delay_until = moved
-                    next_job = await self.nextJobFromJobData(
-                        job_data, job_id, limit_until or 0, delay_until or 0, token
-                    )
             self.emit("completed", job, done.result)
+            if moved:
+                next_job = await self._next_after(moved, token)
         except (DelayedError, WaitingChildrenError):
             return None
         except Exception as err:
@@ -168,6 +177,44 @@ class _Worker(Worker):  # type: ignore[misc]
             if not self._in_flight:
                 self._idle.set()
         return next_job
+
+    async def _next_after(self, moved: list[Any], token: str) -> Job | None:
+        """The job a completion fetched. If it cannot be taken on (its repeat tick could not be sent),
+        it stays active under its lock and is recovered as stalled; the finished job is not touched."""
+        job_data, job_id, limit_until, delay_until = moved
+        try:
+            return await self.nextJobFromJobData(job_data, job_id, limit_until or 0, delay_until or 0, token)
+        except Exception as err:
+            log.error("job.fetch_failed", job_id=job_id, error=str(err), error_type=type(err).__name__)
+            self.emit("error", err)
+            return None
+
+    async def moveToActive(self, token: str) -> Job | None:  # noqa: N802 - bullmq's method name
+        """bullmq's ``moveToActive`` with the worker's name, so Redis records ``processedBy`` (Node's ``pb``)."""
+        scripts = self.scripts
+        keys = scripts.getKeys(list(_MOVE_TO_ACTIVE_KEYS))
+        packed = msgpack.packb(
+            {
+                "token": token,
+                "lockDuration": self.opts.get("lockDuration", 0),
+                "limiter": self.opts.get("limiter"),
+                "name": self.opts.get("name"),
+            },
+            use_bin_type=True,
+        )
+        now_ms = int(time.time() * 1000)
+        result = await scripts.commands["moveToActive"](keys=keys, args=[scripts.keys[""], now_ms, packed])
+        job_data, job_id, limit_until, delay_until = raw2NextJobData(result) or (None, None, None, None)
+        job: Job | None = await self.nextJobFromJobData(job_data, job_id, limit_until or 0, delay_until or 0, token)
+        return job
+
+    async def _ensure_client_names(self) -> None:
+        """Name the blocking connection only (one per process), as Node names its worker's blocking
+        connection; the pooled connections stay unnamed, so ``getWorkers()`` counts a process once."""
+        if self._client_name_set:
+            return
+        await self.backend.blocking_connection.set_client_name(self.clientName)
+        self._client_name_set = True
 
     async def _complete(self, job: Job, token: str, done: Completion, fetch_next: bool) -> list[Any] | None:
         """One round trip: the last progress, the log line, ``moveToFinished`` (fetching the next job),
@@ -192,6 +239,10 @@ class _Worker(Worker):  # type: ignore[misc]
         keys, args = scripts.moveToCompletedArgs(
             job, done.result, job.opts.get("removeOnComplete", False), token, fetch_next
         )
+        if fetch_next:  # the job it fetches records who took it (``pb``), as Node's moveToFinished does
+            packed_opts = msgpack.unpackb(args[7], raw=False)
+            packed_opts["name"] = self.opts.get("name")
+            args[7] = msgpack.packb(packed_opts, use_bin_type=True)
         finish = len(commands)
         commands.append(ScriptCall(scripts.commands["moveToFinished"], keys, args))
         commands.extend(done.after)
@@ -235,23 +286,109 @@ class _Worker(Worker):  # type: ignore[misc]
         delay_until: int = 0,
         token: str | None = None,
     ) -> Job | None:
+        """bullmq's ``nextJobFromJobData``, with Node 5.56's repeat step and undecodable jobs failed.
+
+        A job whose data or options are not JSON is returned with a deferred failure (failed at once
+        with a clear reason, no attempts spent) instead of raising, which would leave it active until
+        its lock expired, over and over.
+        """
+        self.limitUntil = max(limit_until, 0) or 0
+        if not job_data and not self.drained:
+            self.drained = True
+            self.blockUntil = 0
+        if delay_until:
+            self.blockUntil = max(int(delay_until), 0) or 0
+        if not job_data:
+            return None
+        self.drained = False
         try:
-            job: Job | None = await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
+            job: Job = Job.fromJSON(self, job_data, job_id)
         except (ValueError, TypeError) as exc:
-            if not job_data:
-                raise
             reason = f"job data or options are not valid JSON ({type(exc).__name__}: {exc})"
             patched = {**job_data, "data": "null", "opts": _safe_json(job_data.get("opts"), "{}")}
-            job = await super().nextJobFromJobData(patched, job_id, limit_until, delay_until, token)
-            if job is not None:
-                job.deferredFailure = reason
-                job.opts["attempts"] = 1
+            job = Job.fromJSON(self, patched, job_id)
+            job.deferredFailure = reason
+            job.opts["attempts"] = 1
             log.warning("job.undecodable", job_id=job_id, reason=reason)
-            return job
-        if job is not None and job_data:
-            job.data_bytes = len(str(job_data.get("data", "")).encode())  # as stored: no re-serialising
+        job.token = token
+        job.data_bytes = len(str(job_data.get("data", "")).encode())  # as stored: no re-serialising
+        await self._next_tick(job_data, job)
         return job
 
+    async def _next_tick(self, job_data: dict[str, Any], job: Job) -> None:
+        """If ``job`` is a repeat tick, create its schedule's next tick as the producer's generation of
+        Node BullMQ would: a repeatable job (``queue.add(..., {repeat})``, BullMQ 5, what PipesHub
+        uses) as Node 5.56's worker does; a job scheduler (``upsertJobScheduler``, whose record holds
+        its template options or offset) as Node 6's does, which is the port's own step.
+
+        Created once: a tick whose next tick exists (``nrjid``) is skipped, and both scripts act only
+        for the schedule's current tick, so retries, stalled recoveries and racing workers add nothing.
+        Redis errors propagate (the tick stays active, is recovered as stalled, and its next pickup
+        tries again); options that cannot repeat end the schedule, logged.
+        """
+        try:
+            opts = json.loads(job_data.get("opts") or "{}")
+        except ValueError:
+            return
+        if not isinstance(opts, dict) or not isinstance(opts.get("repeat"), dict) or job_data.get("nrjid"):
+            return
+        scheduler_id = job_data.get("rjk")
+        if not scheduler_id:
+            log.error("repeat.unsupported", job_id=job.id, reason="repeat tick without a repeat key (bullmq < 3)")
+            return
+        record = await self._with_retries(
+            lambda: self.client.hmget(self.scripts.toKey(f"repeat:{scheduler_id}"), "opts", "offset")
+        )
+        if any(field is not None for field in record):  # a job scheduler: Node 6's iteration, the port's
+            await self._with_retries(lambda: self._scheduleNextIteration(job))
+            return
+        try:
+            tick = repeat.next_tick(scheduler_id, job.name, opts, int(time.time() * 1000))
+        except repeat.RepeatError as exc:
+            log.error("repeat.ended", job_id=job.id, scheduler=scheduler_id, reason=str(exc))
+            return
+        if tick is None:
+            log.info("repeat.ended", job_id=job.id, scheduler=scheduler_id, reason="limit or endDate reached")
+            return
+        scripts = self.scripts
+        keys = [
+            *scripts.getKeys(["repeat", "delayed", "wait", "paused", "meta", "prioritized", "marker", "id", "events"]),
+            scripts.keys["pc"],
+            scripts.toKey(job.id),
+            scripts.keys["active"],
+        ]
+        args = [
+            tick.next_millis,
+            scheduler_id,
+            job_data.get("data") or "{}",
+            msgpack.packb(tick.opts, use_bin_type=True),
+            int(time.time() * 1000),
+            scripts.keys[""],
+            job.id,
+        ]
+        created = await self._with_retries(lambda: self._update_scheduler(keys=keys, args=args))
+        log.debug("repeat.next", job_id=job.id, next_job_id=created, delay_ms=tick.opts.get("delay"))
+
+    async def _with_retries(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``call()``, tried up to three times over about a second while Redis connections fail."""
+        for attempt in range(3):
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError):
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+        return None
+
+    #: Node BullMQ 5.56.1's updateJobScheduler script, registered on the worker's client at start-up.
+    _update_scheduler: Any
+
+
+#: The keys of bullmq's ``moveToActive`` script, in order.
+_MOVE_TO_ACTIVE_KEYS = (
+    *("wait", "active", "prioritized", "events", "stalled", "limiter", "delayed", "paused", "meta", "pc"),
+    "marker",
+)
 
 #: The bullmq scripts a completion sends by SHA inside a pipeline.
 _PIPELINED_SCRIPTS = ("updateProgress", "moveToFinished")
@@ -318,6 +455,12 @@ class QueueWorker:
         worker = _Worker(self.settings.queue_name, self._process, self._options())
         worker.autopipeline = self._autopipeline
         worker.clientName = node_client_name(self.settings.prefix, self.settings.queue_name, self.settings.worker_name)
+        # One blocking connection of its own, the only one that carries the worker's name (as in Node);
+        # the port would block on (and name) the shared pool. bullmq closes it with the worker.
+        blocking_client = make_client(self.settings, max_connections=2)
+        worker.backend.blocking_connection = worker.blockingRedisConnection = RedisConnection(blocking_client)
+        worker.bclient = blocking_client
+        worker._update_scheduler = self._client.register_script(repeat.UPDATE_JOB_SCHEDULER_LUA.read_text())
         worker.on("stalled", self._stalled)
         worker.on("error", self._error)
         worker.on("failed", self._failed)
@@ -481,10 +624,10 @@ class QueueAdmin:
         return [str(i) for i in await self._queue.clean(grace_ms, limit, state)]
 
     async def upsert_scheduler(
-        self, scheduler_id: str, *, pattern: str, tz: str, name: str, data: dict[str, Any], opts: dict[str, Any]
+        self, scheduler_id: str, *, repeat: dict[str, Any], name: str, data: dict[str, Any], opts: dict[str, Any]
     ) -> None:
-        """Create or replace a cron job scheduler (bullmq ``upsertJobScheduler``)."""
-        await self._queue.upsertJobScheduler(scheduler_id, {"pattern": pattern, "tz": tz}, name, data, opts)
+        """Create or replace a job scheduler (bullmq ``upsertJobScheduler``; ``repeat``: ``{pattern | every, tz}``)."""
+        await self._queue.upsertJobScheduler(scheduler_id, repeat, name, data, opts)
 
     async def remove_scheduler(self, scheduler_id: str) -> bool:
         """Remove a job scheduler and its next delayed job; True if it existed."""

@@ -73,24 +73,16 @@ class _Stats:
 
 
 def count_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> int:
-    """Connected workers of ``queue`` in a CLIENT LIST reply.
+    """Connected workers of ``queue`` in a CLIENT LIST reply, counted as Node's ``getWorkersCount()`` counts.
 
-    Node BullMQ names a worker's connections ``<prefix>:<base64(queue)>`` (unnamed worker) or
-    ``...:w:<name>`` (what ``getWorkers()`` and our workers use, see ``worker/queue.py``); the
-    Python port uses ``<prefix>:<queue>`` the same way. A worker may hold several connections
-    with its name, so named workers are counted once.
+    Node BullMQ names one connection per worker (its blocking one) ``<prefix>:<base64(queue)>``, or
+    ``...:w:<name>`` for a named worker, and counts every connection so named; crawl-worker names one
+    connection per process the same way (``worker/queue.py``).
     """
-    bases = {f"{prefix}:{base64.b64encode(queue.encode()).decode()}", f"{prefix}:{queue}"}
-    named: set[str] = set()
-    unnamed = 0
+    base = f"{prefix}:{base64.b64encode(queue.encode()).decode()}"
     entries = client_list if isinstance(client_list, list) else _parse_client_list(client_list)
-    for entry in entries:
-        name = str(entry.get("name") or "")
-        if any(name.startswith(f"{base}:w:") for base in bases):
-            named.add(name)
-        elif name in bases:
-            unnamed += 1
-    return len(named) + unnamed
+    names = (str(entry.get("name") or "") for entry in entries)
+    return sum(1 for name in names if name == base or name.startswith(f"{base}:w:"))
 
 
 def _parse_client_list(text: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.connections import ScriptCall
@@ -133,6 +133,7 @@ class Runner:
             failures=c.failures,
             steps=c.steps,
             duration_ms=round((time.monotonic() - started) * 1000),
+            details=run.details or None,
         )
         return RunResult(outcome, final_save)
 
@@ -161,6 +162,7 @@ class Runner:
                     raise LeaseLost(f"instance {lease.key}: lease lost during a step")
                 written = await self.sink.write(instance, step.documents)
                 _account(record, step, written)
+                run.details.update(step.details)
                 checkpoint = step.checkpoint
                 record.checkpoint = checkpoint.model_dump(mode="json")
                 if checkpoint.has_more:  # the last step is committed with the completion record below
@@ -262,6 +264,8 @@ class _Run:
     lost: asyncio.Event
     record: RunRecord
     resumed: bool
+    #: What the steps reported besides documents (``StepResult.details``), for the return value.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _account(record: RunRecord, step: Any, written: int) -> None:

@@ -26,6 +26,16 @@ class ScheduleRequest(CamelModel):
     schedule_config: ScheduleConfig
 
 
+def repeat_of(cfg: ScheduleConfig) -> dict[str, Any]:
+    """BullMQ repeat options of a scheduleConfig, as PipesHub's producer builds them: ``{every}`` for
+    ``interval`` (``intervalMinutes`` x 60,000 ms), else ``{pattern}``; ``tz`` from ``timezone``."""
+    if cfg.schedule_type == ScheduleType.INTERVAL:
+        if cfg.interval_minutes is None:
+            raise InvalidJobData("scheduleType 'interval' needs scheduleConfig.intervalMinutes (a whole number >= 1)")
+        return {"every": cfg.interval_minutes * 60_000, "tz": cfg.timezone or "UTC"}
+    return {"pattern": cron_of(cfg), "tz": cfg.timezone or "UTC"}
+
+
 def cron_of(cfg: ScheduleConfig) -> str:
     """The cron pattern of a scheduleConfig (InvalidJobData when it cannot be scheduled)."""
     minute = cfg.minute or 0
@@ -52,7 +62,7 @@ def _check_cron(pattern: str, tz: str) -> None:
     from datetime import datetime  # noqa: PLC0415 - only needed to validate
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
 
-    from croniter import croniter  # type: ignore[import-untyped]  # noqa: PLC0415 - bullmq uses croniter
+    from croniter import croniter  # noqa: PLC0415 - bullmq uses croniter
 
     try:
         zone = ZoneInfo(tz)
@@ -69,19 +79,21 @@ async def upsert(admin: QueueAdmin, req: ScheduleRequest) -> dict[str, Any]:
     if not req.schedule_config.is_enabled:
         await admin.remove_scheduler(name)
         return {"id": name, "enabled": False}
-    pattern = cron_of(req.schedule_config)
-    tz = req.schedule_config.timezone or "UTC"
-    _check_cron(pattern, tz)
+    repeat = repeat_of(req.schedule_config)
+    if "pattern" in repeat:
+        _check_cron(repeat["pattern"], repeat["tz"])
     try:
         data = CrawlingJobData.for_instance(
             req.connector, req.connector_id, org_id=req.org_id, user_id=req.user_id
-        ).model_copy(update={"schedule_config": req.schedule_config})
+        ).model_copy(
+            update={"schedule_config": req.schedule_config.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        )
     except ValidationError as exc:  # whatever the job model refuses, the caller hears as 422
         raise InvalidJobData(f"cannot build the crawl job: {exc.errors()[0]['msg']}") from exc
     _, payload = data.to_job()
     opts = producer_job_options()
-    await admin.upsert_scheduler(name, pattern=pattern, tz=tz, name=name, data=payload, opts=opts)
-    return {"id": name, "enabled": True, "pattern": pattern, "tz": tz}
+    await admin.upsert_scheduler(name, repeat=repeat, name=name, data=payload, opts=opts)
+    return {"id": name, "enabled": True, **repeat}
 
 
 async def list_schedules(admin: QueueAdmin) -> list[dict[str, Any]]:
@@ -93,6 +105,7 @@ async def list_schedules(admin: QueueAdmin) -> list[dict[str, Any]]:
                 "id": rec.get("key"),
                 "name": rec.get("name"),
                 "pattern": rec.get("pattern"),
+                "every": rec.get("every"),
                 "tz": rec.get("tz"),
                 "next": rec.get("next"),
             }
