@@ -6,6 +6,7 @@
 // Usage:
 //   node pipeshub_producer.mjs <redisUrl> <queue> <package> schedule '<{connector, connectorId, orgId, userId, scheduleConfig, options?, everyMs?} or a list>'
 //   node pipeshub_producer.mjs <redisUrl> <queue> <package> reconcile '<{connector, connectorId, orgId, ownerUserId, intervalMinutes, timezone?, everyMs?}>'
+//   node pipeshub_producer.mjs <redisUrl> <queue> <package> add '<{name, data, opts}>'
 //   node pipeshub_producer.mjs <redisUrl> <queue> <package> work '<{count, timeoutMs, name}>'   (a Node worker of that version)
 //   node pipeshub_producer.mjs <redisUrl> <stream> - publish '<{orgId, connector, connectorId, now}>'
 //     (SyncEventProducer.publishEvent + RedisStreamsProducer.publish: the sync event PipesHub's worker sends,
@@ -129,6 +130,9 @@ try {
   else if (command === 'reconcile') {
     const scheduleConfig = buildCrawlingScheduleFromSync(args);
     console.log(JSON.stringify(await scheduleJob(queue, { ...args, userId: args.ownerUserId, scheduleConfig })));
+  } else if (command === 'add') {  // a plain queue.add, e.g. with repeat options PipesHub does not set itself
+    const job = await queue.add(args.name, args.data, args.opts);
+    console.log(JSON.stringify({ jobId: job.id, name: args.name }));
   } else if (command === 'work') await work(args);
   else throw new Error(`unknown command ${command}`);
 } finally {

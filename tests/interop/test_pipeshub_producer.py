@@ -282,3 +282,46 @@ async def test_a_tick_whose_worker_is_killed_mid_run_leaves_exactly_one_next_tic
                 proc.kill()
                 proc.wait(5)
         await queue.close()
+
+
+async def test_limit_end_date_and_immediately_are_honoured(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    """Node 5.56 repeat options: limit 3 runs 3 ticks, endDate stops the schedule, immediately runs the first now."""
+    settings = make_settings()
+    queue_name = settings.queue_name
+    data = {"connector": "Jira", "orgId": ORG, "userId": OWNER, "timestamp": "2026-08-22T10:00:00.000Z"}
+    end = int(datetime.now(UTC).timestamp() * 1000) + 2500
+    calls = {
+        "limited": {"every": 700, "limit": 3},
+        "ending": {"every": 700, "endDate": end},
+        "now": {"pattern": "0 0 1 1 *", "tz": "Europe/Paris", "immediately": True},
+    }
+    added = {}
+    for key, repeat in calls.items():
+        job = {"name": f"crawl-jira-{key}", "data": {**data, "connectorId": key}, "opts": {"repeat": repeat}}
+        added[key] = await aproducer(redis_url, queue_name, "bullmq5", "add", job)
+    assert (await redis_client.hget(f"bull:{queue_name}:{added['now']['jobId']}", "delay")) == "0", "immediately"
+    queue = open_queue(settings)
+
+    async def completed(key: str) -> list[str]:
+        done = await redis_client.zrange(f"bull:{queue_name}:completed", 0, -1)
+        return [t for t in done if t.startswith(added[key]["jobId"].rsplit(":", 1)[0] + ":")]
+
+    try:
+        async with running_app(settings, _route_all_to_mock()):
+            await wait_for(lambda: _at_least(lambda: completed("limited"), 3), timeout=15, what="3 limited ticks")
+            await wait_for(lambda: _at_least(lambda: completed("now"), 1), timeout=15, what="the immediate tick")
+            await asyncio.sleep(max(0.0, end / 1000 - datetime.now(UTC).timestamp()) + 1.5)
+        assert len(await completed("limited")) == 3
+        key_limited = added["limited"]["jobId"].rsplit(":", 1)[0]
+        assert await delayed_ticks(redis_client, queue_name, key_limited + ":") == [], "limit reached: no next tick"
+        key_ending = added["ending"]["jobId"].rsplit(":", 1)[0]
+        ran = [tick_millis(t) for t in await completed("ending")]
+        assert len(ran) >= 2
+        assert await delayed_ticks(redis_client, queue_name, key_ending + ":") == [], "past endDate: no next tick"
+        (next_year,) = await delayed_ticks(redis_client, queue_name, added["now"]["jobId"].rsplit(":", 1)[0] + ":")
+        paris_new_year = datetime(datetime.now(UTC).year + 1, 1, 1, tzinfo=UTC).timestamp() * 1000 - 3_600_000
+        assert tick_millis(next_year) == int(paris_new_year), "midnight, 1 January, in Paris"
+    finally:
+        await queue.close()
