@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from bullmq import Queue
 
 from tests.helpers import catalog_of, crawl_job, open_queue, running_app, wait_state
+from tests.proc import REPO
 from worker.catalog import Catalog, InstanceEntry
+from worker.dispatch import path_part
 from worker.settings import Settings
 
 GOOD = {"connector": "mock", "config": {"items": 3}}
@@ -33,8 +37,9 @@ CASES: list[tuple[str, Any, str]] = [
     ("crawl-nope-good", _data(connector="nope"), "connector 'nope' is not installed (installed:"),
     ("crawl-mock-missing", _data(connectorId="missing"), "connectorId 'missing' is not configured"),
     ("crawl-mock-good", _data(metadata={"blob": "x" * 300_000}), "above job_data_max_bytes=200000"),
-    ("crawl-mock-good", ["not", "an", "object"], "job data must be a JSON object, got list"),
-    ("crawl-mock-good", "just a string", "job data must be a JSON object, got str"),
+    ("crawl-mock-good", ["not", "an", "object"], "job data must be a JSON object, got array"),
+    ("crawl-mock-good", "just a string", "job data must be a JSON object, got string"),
+    ("crawl-mock-good", None, "job data must be a JSON object, got null"),
     ("crawl-mock-badcfg", _data(connectorId="badcfg"), "is not a valid mock config: items:"),
     ("crawl-mock-webcfg", _data(connectorId="webcfg"), "configured as connector 'filesystem', but the job says 'mock'"),
 ]
@@ -53,7 +58,7 @@ async def _add_all(queue: Queue, redis_client: Any, settings: Settings) -> tuple
 async def test_malformed_jobs_fail_fast_and_a_good_job_still_completes(
     make_settings: Callable[..., Settings], redis_client: Any
 ) -> None:
-    """Thirteen malformed jobs each fail on attempt 1 with a specific reason; the good job behind them completes."""
+    """Fourteen malformed jobs each fail on attempt 1 with a specific reason; the good job behind them completes."""
     settings = make_settings(job_data_max_bytes=200_000, concurrency=2)
     catalog = catalog_of(
         good=GOOD,
@@ -73,6 +78,13 @@ async def test_malformed_jobs_fail_fast_and_a_good_job_still_completes(
             job = await queue.getJob(job_id)
             assert expected in job.failedReason, (job_id, job.failedReason)
             assert job.attemptsMade == 1, (job_id, job.failedReason)
+            assert "<in-memory catalog>" not in job.failedReason, "no file of ours in what the producer reads"
+            assert "instance(s)" not in job.failedReason
+            for trace in job.stacktrace:  # module paths, not this machine's install paths
+                assert str(REPO) not in trace
+                assert "site-packages" not in trace
+                assert 'File "/' not in trace
+                assert "NoneType: None" not in trace
         raw = await redis_client.hgetall(f"{settings.prefix}:{settings.queue_name}:{corrupt}")
         assert "not valid JSON" in raw["failedReason"]
         assert raw["atm"] == "1"
@@ -121,3 +133,14 @@ async def test_fields_the_worker_does_not_use_never_fail_a_job(
         assert kept.data["extra"] == {"kept": True}, "unknown keys are kept"
     finally:
         await queue.close()
+
+
+@pytest.mark.parametrize("value", ["../../etc", "a/b", "..", ".hidden", "x" * 300, "ok\x00", "ünï"])
+def test_connector_ids_never_leave_the_data_directory(value: str, tmp_path: Path) -> None:
+    """A connectorId from a catalog key becomes one directory name inside data_dir, whatever it holds."""
+    part = path_part(value)
+    assert "/" not in part
+    assert not part.startswith(".")
+    assert len(part) <= 100
+    assert (tmp_path / part).resolve().parent == tmp_path.resolve()
+    assert path_part("507f1f77bcf86cd799439011") == "507f1f77bcf86cd799439011", "ordinary ids stay readable"

@@ -7,8 +7,12 @@ maps the errors raised here onto bullmq's retry semantics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import hashlib
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +39,7 @@ from worker.errors import (
     UnknownConnector,
     error_class,
 )
+from worker.job_hash import json_type
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import CrawlingJobData, JobOutcome, job_name
@@ -84,6 +89,25 @@ class Completion:
     log: str | None = None
     #: Sent right after the completion, in the same round trip (the run record's last write).
     after: tuple[ScriptCall, ...] = ()
+    #: Called once Redis has accepted the completion: what counts the job as completed (log, metrics, stats).
+    on_committed: Callable[[], None] | None = None
+
+    def committed(self) -> None:
+        """The queue adapter's word that the completion is stored."""
+        if self.on_committed is not None:
+            self.on_committed()
+
+
+#: A connectorId or connector name that can be a directory name as it is.
+_SAFE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def path_part(value: str) -> str:
+    """``value`` as one directory name inside the data directory: as it is when that is safe, else a
+    hash (never ``..``, a separator or a hidden name: a catalog key cannot write outside ``data_dir``)."""
+    if _SAFE_PART.fullmatch(value) and ".." not in value:
+        return value
+    return "id-" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
 def _describe(exc: ValidationError) -> str:
@@ -97,7 +121,7 @@ def _describe(exc: ValidationError) -> str:
 def parse_job_data(job: ActiveJob, max_bytes: int) -> CrawlingJobData:
     """Validate the job's data against the crawl job contract (InvalidJobData otherwise)."""
     if not isinstance(job.data, dict):
-        raise InvalidJobData(f"job data must be a JSON object, got {type(job.data).__name__}")
+        raise InvalidJobData(f"job data must be a JSON object, got {json_type(job.data)}")
     size = job.data_bytes if job.data_bytes is not None else len(json.dumps(job.data, separators=(",", ":")))
     if size > max_bytes:
         raise InvalidJobData(f"job data is {size} bytes, above job_data_max_bytes={max_bytes}")
@@ -151,8 +175,11 @@ class Dispatcher:
             bound.update(structlog.contextvars.bind_contextvars(connector=connector, connector_id=data.connector_id))
             self._started(job, connector)
             completion = await self._run(job, data)
-            self._finished(job, connector, "completed", started)
-            return completion
+            context = {"job_id": job.id, "attempt": job.attempt, "connector": connector,
+                       "connector_id": data.connector_id}
+            return dataclasses.replace(
+                completion, on_committed=functools.partial(self._committed, job, completion.result, context, started)
+            )
         except BaseException as exc:
             self._on_error(job, connector, exc, started)
             raise
@@ -196,7 +223,7 @@ class Dispatcher:
         context = ConnectorContext(
             connector_id=data.connector_id,
             org_id=data.org_id,
-            data_dir=self._blobs.joinpath(data.connector_key, data.connector_id),
+            data_dir=self._blobs.joinpath(path_part(data.connector_key), path_part(data.connector_id)),
             attempt=job.attempt,
             credentials=entry.resolve_secrets(self.lookup_env),
             connector_type=data.connector,
@@ -222,7 +249,6 @@ class Dispatcher:
         except InstanceBusy as exc:
             if self.settings.duplicate_run_policy != "skip":
                 raise
-            log.info("job.completed", skipped=True, reason=str(exc))
             skipped = JobOutcome(
                 status="skipped",
                 connector=request.connector,
@@ -234,20 +260,21 @@ class Dispatcher:
         finally:
             await instance.aclose()
         outcome = run.outcome
-        log.info(
-            "job.completed",
-            name=job.name,
-            run_id=outcome.run_id,
-            resumed=outcome.resumed,
-            documents=outcome.documents,
-            duration_ms=outcome.duration_ms,
-        )
         return Completion(
             outcome.model_dump(mode="json", exclude_none=True),
             progress=progress.final,
             log=f"completed: {outcome.documents} documents, {outcome.failures} failures",
             after=(run.final_save,),
         )
+
+    def _committed(self, job: ActiveJob, result: dict[str, Any], context: dict[str, Any], started: float) -> None:
+        """The job's completion is stored: log it and count it (never before: Redis may refuse it)."""
+        if result.get("status") == "skipped":
+            log.info("job.completed", skipped=True, reason=result.get("reason"), **context)
+        else:
+            log.info("job.completed", name=job.name, run_id=result.get("run_id"), resumed=result.get("resumed"),
+                     documents=result.get("documents"), duration_ms=result.get("duration_ms"), **context)
+        self._finished(job, context["connector"], "completed", started)
 
     def _started(self, job: ActiveJob, connector: str) -> None:
         wait_s = None

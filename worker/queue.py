@@ -24,8 +24,13 @@ import contextlib
 import functools
 import itertools
 import json
+import os
+import re
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -37,7 +42,7 @@ from bullmq.timer import Timer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker import repeat
+from worker import job_hash, repeat
 from worker.connections import AutoPipeline, RedisClient, ScriptCall, make_client
 from worker.dispatch import ActiveJob, Completion
 from worker.errors import LeaseLost, PermanentError, RetryLater
@@ -148,8 +153,9 @@ class _Worker(Worker):  # type: ignore[misc]
             self.jobs.add((job, token))
             self.lockManager.track_job(job.id, token, int(time.time() * 1000))
             if job.deferredFailure:
-                await job.moveToFailed(UnrecoverableError(job.deferredFailure), token)
-                self.emit("failed", job, UnrecoverableError(job.deferredFailure))
+                failure = UnrecoverableError(job.deferredFailure)
+                await self._fail(job, failure, token)
+                self.emit("failed", job, failure)
                 return None
             done: Completion = await self.processor(job, token)
             moved = None
@@ -158,6 +164,7 @@ class _Worker(Worker):  # type: ignore[misc]
                 moved = await self._complete(job, token, done, fetch_next)
                 job.returnvalue = done.result
                 job.attemptsMade += 1
+                done.committed()  # counted only now: a completion Redis refused (lock lost) is not one
             self.emit("completed", job, done.result)
             if moved:
                 next_job = await self._next_after(moved, token)
@@ -166,7 +173,7 @@ class _Worker(Worker):  # type: ignore[misc]
         except Exception as err:
             try:
                 if not self.forceClosing:
-                    await job.moveToFailed(err, token)
+                    await self._fail(job, err, token)
                 self.emit("failed", job, err)
             except Exception as failed_err:
                 self.emit("error", failed_err, job)
@@ -177,6 +184,19 @@ class _Worker(Worker):  # type: ignore[misc]
             if not self._in_flight:
                 self._idle.set()
         return next_job
+
+    async def _fail(self, job: Job, err: BaseException, token: str) -> None:
+        """``job.moveToFailed``, with a stack trace that names modules, not this machine's install paths
+        (none at all for a job failed before it ran: the port would store ``NoneType: None``)."""
+        stack = portable_trace(err)
+        limit = job.opts.get("stackTraceLimit")
+
+        def update_stacktrace() -> None:
+            kept = [*job.stacktrace, *stack]
+            job.stacktrace = [] if limit == 0 else kept[-limit:] if limit else kept
+
+        job.updateStacktrace = update_stacktrace
+        await job.moveToFailed(err, token)
 
     async def _next_after(self, moved: list[Any], token: str) -> Job | None:
         """The job a completion fetched. If it cannot be taken on (its repeat tick could not be sent),
@@ -301,19 +321,37 @@ class _Worker(Worker):  # type: ignore[misc]
         if not job_data:
             return None
         self.drained = False
-        try:
-            job: Job = Job.fromJSON(self, job_data, job_id)
-        except (ValueError, TypeError) as exc:
-            reason = f"job data or options are not valid JSON ({type(exc).__name__}: {exc})"
-            patched = {**job_data, "data": "null", "opts": _safe_json(job_data.get("opts"), "{}")}
-            job = Job.fromJSON(self, patched, job_id)
-            job.deferredFailure = reason
-            job.opts["attempts"] = 1
-            log.warning("job.undecodable", job_id=job_id, reason=reason)
+        reason = job_hash.size_problem(job_data, max_data_bytes=self.max_data_bytes) or job_hash.text_problem(job_data)
+        job: Job | None = None
+        if reason is None:
+            try:
+                job = Job.fromJSON(self, job_data, job_id)
+            except Exception:  # whatever the port cannot read, named in the producer's terms below
+                reason = job_hash.problem(job_data, max_data_bytes=self.max_data_bytes) or "job could not be read"
+            else:
+                reason = job_hash.options_problem(job.opts)
+        if reason is not None:
+            job = await self._unreadable(job_data, job_id, reason)
+        assert job is not None
         job.token = token
-        job.data_bytes = len(str(job_data.get("data", "")).encode())  # as stored: no re-serialising
+        job.data_bytes = len(str(job_data.get("data", "")).encode("utf-8", "surrogateescape"))  # as stored
         await self._next_tick(job_data, job)
         return job
+
+    async def _unreadable(self, job_data: dict[str, Any], job_id: str | None, reason: str) -> Job:
+        """A job to fail at once with ``reason``, read from a sanitized copy of its hash. Counters that
+        bullmq's scripts increment are reset first when they are not integers (the scripts would fail)."""
+        broken = {field: "0" for field in job_hash.COUNTERS if job_data.get(field) not in (None, "")
+                  and not str(job_data[field]).lstrip("-").isdigit()}
+        if broken and job_id is not None:
+            await self.client.hset(self.scripts.toKey(job_id), mapping=broken)
+        job: Job = Job.fromJSON(self, {**job_hash.sanitized(job_data), **broken}, job_id)
+        job.deferredFailure = reason
+        log.warning("job.unreadable", job_id=job_id, reason=reason)
+        return job
+
+    #: The largest job data read (``job_data_max_bytes``): larger jobs fail unparsed.
+    max_data_bytes: int = 1_048_576
 
     async def _next_tick(self, job_data: dict[str, Any], job: Job) -> None:
         """If ``job`` is a repeat tick, create its schedule's next tick as the producer's generation of
@@ -394,12 +432,29 @@ _MOVE_TO_ACTIVE_KEYS = (
 _PIPELINED_SCRIPTS = ("updateProgress", "moveToFinished")
 
 
-def _safe_json(raw: Any, default: str) -> str:
-    try:
-        json.loads(raw)
-    except (TypeError, ValueError):
-        return default
-    return str(raw)
+#: A frame's file in a formatted traceback.
+_FRAME_FILE = re.compile(r'File "([^"]+)"')
+#: Where this install's code lives: the repository (or site-packages) that holds ``worker/``.
+_CODE_ROOT = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
+def _portable_path(match: re.Match[str]) -> str:
+    path = match.group(1)
+    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
+        if marker in path:
+            return f'File "{path.split(marker, 1)[1]}"'
+    if path.startswith(_CODE_ROOT):
+        return f'File "{path[len(_CODE_ROOT):]}"'
+    if path.startswith(sys.base_prefix):
+        return f'File "{Path(path).name}"'
+    return f'File "{Path(path).name}"'
+
+
+def portable_trace(err: BaseException) -> list[str]:
+    """``err``'s traceback as bullmq stores it (one string), with module paths instead of absolute ones."""
+    if err.__traceback__ is None and err.__cause__ is None:
+        return []
+    return [_FRAME_FILE.sub(_portable_path, "".join(traceback.format_exception(err)))]
 
 
 class QueueWorker:
@@ -461,6 +516,7 @@ class QueueWorker:
         worker.backend.blocking_connection = worker.blockingRedisConnection = RedisConnection(blocking_client)
         worker.bclient = blocking_client
         worker._update_scheduler = self._client.register_script(repeat.UPDATE_JOB_SCHEDULER_LUA.read_text())
+        worker.max_data_bytes = self.settings.job_data_max_bytes
         worker.on("stalled", self._stalled)
         worker.on("error", self._error)
         worker.on("failed", self._failed)
@@ -494,7 +550,7 @@ class QueueWorker:
         self._handoffs[job.id] = handoff
 
         async def update_progress(value: float | dict[str, Any]) -> None:
-            log.info("job.progress", job_id=job.id, progress=value)
+            log.debug("job.progress", job_id=job.id, progress=value)  # info is for state changes
             await job.updateProgress(value)
 
         active = ActiveJob(

@@ -17,7 +17,8 @@ from typing import Any
 
 from worker.connections import ScriptCall
 from worker.connectors.base import Checkpoint, Connector, StepResult
-from worker.errors import HandOff, InstanceBusy, LeaseLost, NoProgressError, RetryLater
+from worker.documents import Document
+from worker.errors import HandOff, InstanceBusy, LeaseLost, NoProgressError, RetryLater, TransientError
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import JobOutcome
@@ -160,7 +161,7 @@ class Runner:
                 step = await connector.run_step(checkpoint)
                 if lost.is_set():
                     raise LeaseLost(f"instance {lease.key}: lease lost during a step")
-                written = await self.sink.write(instance, step.documents)
+                written = await self._write(instance, step.documents)
                 _account(record, step, written)
                 run.details.update(step.details)
                 checkpoint = step.checkpoint
@@ -183,6 +184,14 @@ class Runner:
                 await progress.flush()
                 await self.store.save(lease, record)
             raise
+
+    async def _write(self, instance: InstanceRef, documents: list[Document]) -> int:
+        """The sink's write; a storage failure (disk full, file too large, I/O error) is transient."""
+        try:
+            return await self.sink.write(instance, documents)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__  # not the path: failedReasons are read by the producer side
+            raise TransientError(f"sink could not store {len(documents)} documents: {reason}") from exc
 
     def _record_step(self, connector: str, step: StepResult[Any]) -> None:
         """Documents, deletions, bytes, item failures and fetches of a committed step, as metrics."""
