@@ -74,7 +74,7 @@ class ScheduleConfig(CamelModel):
     days_of_week: list[int] | None = None
     day_of_month: int | None = Field(None, ge=1, le=31)
     cron_expression: str | None = None
-    interval: int | None = Field(None, gt=0)
+    interval: int | None = Field(None, ge=1, le=24)  # every N hours (PipesHub: 1-24)
     interval_minutes: int | None = Field(None, ge=1, le=60 * 24 * 365)
     scheduled_time: datetime | None = None
 
@@ -90,6 +90,8 @@ class ScheduleConfig(CamelModel):
     @field_validator("days_of_week")
     @classmethod
     def _check_days(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not value:
+            raise ValueError("needs at least one day, 0 (Sunday) to 6 (Saturday)")
         if value is not None and any(not 0 <= day <= 6 for day in value):
             raise ValueError("days must be 0 (Sunday) to 6 (Saturday)")
         return value

@@ -15,14 +15,17 @@ from worker.errors import InvalidJobData
 from worker.models import CamelModel, CrawlingJobData, ScheduleConfig, ScheduleType, job_name
 from worker.queue import QueueAdmin, producer_job_options
 
+#: Identifiers: printable, no control characters (a newline in an id would forge log lines and keys).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
 
 class ScheduleRequest(CamelModel):
     """What the API and CLI take to schedule one connector instance (camelCase on the wire)."""
 
-    connector: str = Field(min_length=1, max_length=200)
-    connector_id: str = Field(min_length=1, max_length=200)
-    org_id: str = Field(min_length=1, max_length=200)
-    user_id: str = Field(min_length=1, max_length=200)
+    connector: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
+    connector_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
+    org_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
+    user_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
     schedule_config: ScheduleConfig
 
 
@@ -47,7 +50,9 @@ def cron_of(cfg: ScheduleConfig) -> str:
     if kind == ScheduleType.DAILY:
         return f"{minute} {hour} * * *"
     if kind == ScheduleType.WEEKLY:
-        days = ",".join(str(d) for d in sorted(set(cfg.days_of_week or [1])))
+        if not cfg.days_of_week:
+            raise InvalidJobData("scheduleType 'weekly' needs daysOfWeek (0 = Sunday to 6 = Saturday)")
+        days = ",".join(str(d) for d in sorted(set(cfg.days_of_week)))
         return f"{minute} {hour} * * {days}"
     if kind == ScheduleType.MONTHLY:
         return f"{minute} {hour} {cfg.day_of_month or 1} * *"
@@ -62,15 +67,18 @@ def _check_cron(pattern: str, tz: str) -> None:
     from datetime import datetime  # noqa: PLC0415 - only needed to validate
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
 
-    from croniter import croniter  # noqa: PLC0415 - bullmq uses croniter
+    from croniter import CroniterBadDateError, croniter  # noqa: PLC0415 - bullmq uses croniter
 
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidJobData(f"unknown timezone {tz!r}") from None
-    if not croniter.is_valid(pattern):
-        raise InvalidJobData(f"invalid cron expression {pattern!r}")
-    croniter(pattern, datetime.now(zone))
+    if len(pattern.split()) != 5 or not croniter.is_valid(pattern):
+        raise InvalidJobData(f"invalid cron expression {pattern!r} (five fields: minute hour day month weekday)")
+    try:
+        croniter(pattern, datetime.now(zone)).get_next(datetime)
+    except (CroniterBadDateError, ValueError):
+        raise InvalidJobData(f"cron expression {pattern!r} never fires") from None
 
 
 async def upsert(admin: QueueAdmin, req: ScheduleRequest) -> dict[str, Any]:
