@@ -109,7 +109,10 @@ async def _check(settings: Settings) -> int:
 def _connectors() -> int:
     for name, cls in build_registry().items():
         model_fields = cls.config_model.model_fields.items()
-        fields = ", ".join(f"{key}{'' if f.is_required() else '=' + repr(f.default)}" for key, f in model_fields)
+        fields = ", ".join(
+            f"{key}{'' if f.is_required() else '=' + repr(f.get_default(call_default_factory=True))}"
+            for key, f in model_fields
+        )
         print(f"{name:12} {cls.__module__}.{cls.__name__}\n{'':12} config: {fields}")
     return RET_OK
 
