@@ -37,6 +37,7 @@ def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_pat
         redis_url=f"redis://127.0.0.1:{_free_port()}/0",  # nothing listens here
         data_dir=tmp_path / "data",
         catalog_file=tmp_path / "missing-catalog.toml",
+        log_level="debug",  # progress lines are debug (info is for state changes)
     )
     try:
         deadline = time.monotonic() + 60

@@ -22,11 +22,11 @@ from redis.exceptions import RedisError
 from worker.catalog import Catalog
 from worker.connections import AutoPipeline, RedisClient, make_client, redact_url
 from worker.connectors.registry import Registry, build_registry
+from worker.consumer import QueueWorker
 from worker.dispatch import Dispatcher
 from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger
 from worker.metrics import Metrics
-from worker.queue import QueueWorker
 from worker.runner import Runner
 from worker.runs import RunStore
 from worker.settings import Settings, environment_secret

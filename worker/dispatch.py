@@ -15,8 +15,6 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ import structlog
 from pydantic import ValidationError
 
 from worker.catalog import Catalog, EnvLookup, InstanceEntry
-from worker.connections import ScriptCall
 from worker.connectors.base import ConnectorContext
 from worker.connectors.registry import AnyConnector, Registry
 from worker.errors import (
@@ -39,63 +36,18 @@ from worker.errors import (
     UnknownConnector,
     error_class,
 )
+from worker.handler import ActiveJob, Completion
 from worker.job_hash import json_type
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import CrawlingJobData, JobOutcome, job_name
-from worker.progress import ProgressReporter, ProgressWriter
+from worker.progress import ProgressReporter
 from worker.runner import CrawlRequest, Runner
 from worker.settings import Settings
 from worker.stats import StatsRecorder
 from worker.sync_events import SyncEventPublisher
 
 log = get_logger(__name__)
-
-
-async def _no_log(_: str) -> None:
-    return None
-
-
-@dataclass
-class ActiveJob:
-    """A job being processed, as the queue adapter presents it."""
-
-    id: str
-    name: str
-    data: Any
-    attempts_made: int
-    max_attempts: int
-    timestamp_ms: int
-    delay_ms: int
-    update_progress: ProgressWriter
-    log: Callable[[str], Awaitable[None]] = _no_log
-    handoff: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Size of the data as stored (JSON, UTF-8), when the queue knows it; else measured from ``data``.
-    data_bytes: int | None = None
-
-    @property
-    def attempt(self) -> int:
-        """This attempt's number, from 1."""
-        return self.attempts_made + 1
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A finished job: its JSON return value, plus the last progress and log line that the queue
-    adapter writes in the same round trip as the completion itself."""
-
-    result: dict[str, Any]
-    progress: float | dict[str, Any] | None = None
-    log: str | None = None
-    #: Sent right after the completion, in the same round trip (the run record's last write).
-    after: tuple[ScriptCall, ...] = ()
-    #: Called once Redis has accepted the completion: what counts the job as completed (log, metrics, stats).
-    on_committed: Callable[[], None] | None = None
-
-    def committed(self) -> None:
-        """The queue adapter's word that the completion is stored."""
-        if self.on_committed is not None:
-            self.on_committed()
 
 
 #: A connectorId or connector name that can be a directory name as it is.
