@@ -22,8 +22,12 @@ class Page:
     nofollow: bool = False
 
 
-def parse(html: str, base_url: str) -> Page:
-    """Parse ``html`` fetched from ``base_url`` (``<base href>`` honoured)."""
+def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
+    """Parse ``html`` fetched from ``base_url`` (``<base href>`` honoured).
+
+    Links longer than ``max_url_length`` (before or after resolving) are dropped here, so a page
+    full of over-long links costs nothing further down.
+    """
     tree = HTMLParser(html)
     base = base_url
     base_node = tree.css_first("base[href]")
@@ -40,10 +44,12 @@ def parse(html: str, base_url: str) -> Page:
     nofollow = robots_meta is not None and "nofollow" in (robots_meta.attributes.get("content") or "").lower()
     links: list[str] = []
     for node in tree.css("a[href]"):
-        if "nofollow" in (node.attributes.get("rel") or "").lower():
+        attributes = node.attributes
+        href = attributes.get("href") or ""
+        if len(href) > max_url_length or "nofollow" in (attributes.get("rel") or "").lower():
             continue
-        url = absolute(node.attributes.get("href") or "", base)
-        if url:
+        url = absolute(href, base)
+        if url and len(url) <= max_url_length:
             links.append(url)
     tree.strip_tags(list(_DROP))
     body = tree.body
