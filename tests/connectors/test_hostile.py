@@ -47,24 +47,24 @@ async def raw_server(talk: Talk) -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-async def trickle_body(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Headers at once, then the body one byte a second."""
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n")
-    await writer.drain()
-    for _ in range(100_000):
-        writer.write(b"x")
+def trickle(head: bytes) -> Talk:
+    """Send ``head`` at once, then one byte a second for ever."""
+
+    async def talk(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(head)
         await writer.drain()
-        await asyncio.sleep(1)
+        for _ in range(100_000):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(1)
+
+    return talk
 
 
-async def trickle_headers(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The status line, then one header byte a second, never ending the headers."""
-    writer.write(b"HTTP/1.1 200 OK\r\n")
-    await writer.drain()
-    for _ in range(100_000):
-        writer.write(b"X")
-        await writer.drain()
-        await asyncio.sleep(1)
+#: Headers at once, then the body one byte a second.
+trickle_body = trickle(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n")
+#: The status line, then one header byte a second, never ending the headers.
+trickle_headers = trickle(b"HTTP/1.1 200 OK\r\nX-Slow: ")
 
 
 @pytest.mark.parametrize("talk", [trickle_body, trickle_headers], ids=["1-byte-per-s-body", "slow-headers"])
