@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import hashlib
+import itertools
 import re
 import time
 from collections import Counter
@@ -59,6 +61,8 @@ def _charset(headers: Mapping[str, str]) -> str:
 
 #: A parsed page and its links with their keys.
 _Parsed = tuple[Page, list[tuple[str, str]]]
+#: A fetched batch: URL keys, the last run's page states, fetch results, parsed HTML by id(response).
+_Fetched = tuple[list[str], list[str | None], list["Response | ItemFailure | ComeBackLater | None"], dict[int, _Parsed]]
 
 
 def _parse_all(responses: list[Response], max_url_length: int) -> list[_Parsed]:
@@ -107,6 +111,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         self._cp = WebCheckpoint()
         self._stats: Counter[str] = Counter()
         self._canonical: dict[str, str] = {}  # document id -> canonical key, within a step
+        self._ahead: tuple[list[tuple[str, int]], asyncio.Future[_Fetched]] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def validate(self) -> None:
@@ -131,7 +136,12 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         return self._fetcher
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
+        """Stop fetching ahead; close the HTTP client."""
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            with contextlib.suppress(BaseException):
+                await self._ahead[1]
+            self._ahead = None
         if self._client is not None:
             await self._client.close()
 
@@ -245,25 +255,47 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                 await self._state.load(self.data)
         state = self._state
         self._cp = cp = checkpoint.model_copy()
-        self._stats = stats = Counter[str]()
         failures: list[ItemFailure] = []
         if not cp.started:
             await self._start(failures)
-        room = max(0, self.config.max_pages - cp.fetched)
-        batch = state.take(min(self.config.pages_per_step, room))
-        keys = [url_key(url) for url, _ in batch]
-        before = await self.data.get(PAGES, keys, previous=True)
-        fetched = await asyncio.gather(
-            *(self._get(url, depth, key, raw) for (url, depth), key, raw in zip(batch, keys, before, strict=True))
+        batch = state.take(self._step_size(cp))
+        documents, later, retry_after = await self._results(batch, await self._fetched(batch), failures)
+        state.put_back(later)
+        cp.fetched += len(batch) - len(later)
+        if state.queue and cp.fetched >= self.config.max_pages:
+            cp.budget_hit = True
+            for url, _ in state.clear():
+                self._skip(url_key(url), "budget:max-pages")
+        cp.has_more = bool(state.queue)
+        if not cp.has_more and not cp.budget_hit:  # only a crawl that saw everything can tell what disappeared
+            documents += await self._tombstones()
+        stats = {**self._stats, **{f"fetches_{k}": v for k, v in self._fetch().statuses.items()}}
+        self._stats.clear()  # counted from here on (the next batch's early fetches included): the next step's
+        self._fetch().statuses.clear()
+        out: StepResult[WebCheckpoint] = StepResult(
+            documents=documents,
+            failures=failures,
+            checkpoint=cp,
+            processed=len(batch) - len(later),
+            total=cp.fetched + len(state.queue),
+            stats=stats,
+            retry_after_s=retry_after,
+            changes=state.changes(),
         )
-        html = [r for r in fetched if isinstance(r, Response) and r.status < 300 and _mime(r) in HTML_TYPES]
-        pages = await asyncio.to_thread(_parse_all, html, self.config.max_url_length) if html else []
-        parsed = dict(zip(map(id, html), pages, strict=True))
+        if cp.has_more and retry_after is None:
+            self._fetch_ahead(cp)
+        return out
+
+    async def _results(
+        self, batch: list[tuple[str, int]], fetched: _Fetched, failures: list[ItemFailure]
+    ) -> tuple[list[Document], list[tuple[str, int]], float | None]:
+        """Documents of a fetched batch (failures appended), the pages to come back to, and when."""
+        keys, before, results, parsed = fetched
         documents: list[Document] = []
         requested: dict[str, str | None] = {}  # document id -> the last run's state of the URL fetched
         later: list[tuple[str, int]] = []
         retry_after: float | None = None
-        for (url, depth), key, raw, result in zip(batch, keys, before, fetched, strict=True):
+        for (url, depth), key, raw, result in zip(batch, keys, before, results, strict=True):
             if isinstance(result, ComeBackLater):
                 later.append((url, depth))
                 retry_after = max(retry_after or 0.0, result.seconds)
@@ -276,28 +308,41 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                     requested[item.id] = raw if stable_id(key) == item.id else None
                 elif isinstance(item, ItemFailure):
                     failures.append(item)
-        documents = await self._changed(documents, requested)
-        state.put_back(later)
-        cp.fetched += len(batch) - len(later)
-        if state.queue and cp.fetched >= self.config.max_pages:
-            cp.budget_hit = True
-            for url, _ in state.clear():
-                self._skip(url_key(url), "budget:max-pages")
-        cp.has_more = bool(state.queue)
-        if not cp.has_more and not cp.budget_hit:  # only a crawl that saw everything can tell what disappeared
-            documents += await self._tombstones()
-        stats.update({f"fetches_{k}": v for k, v in self._fetch().statuses.items()})
-        self._fetch().statuses.clear()
-        return StepResult(
-            documents=documents,
-            failures=failures,
-            checkpoint=cp,
-            processed=len(batch) - len(later),
-            total=cp.fetched + len(state.queue),
-            stats=dict(stats),
-            retry_after_s=retry_after,
-            changes=state.changes(),
+        return await self._changed(documents, requested), later, retry_after
+
+    async def _fetched(self, batch: list[tuple[str, int]]) -> _Fetched:
+        """``batch`` fetched and parsed: by the fetch started ahead, if it took these pages."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == batch:  # fetched while the runner committed the last step
+            return await ahead[1]
+        if ahead is not None:
+            ahead[1].cancel()
+        return await self._fetch_batch(batch)
+
+    def _step_size(self, cp: WebCheckpoint) -> int:
+        return min(self.config.pages_per_step, max(0, self.config.max_pages - cp.fetched))
+
+    def _fetch_ahead(self, cp: WebCheckpoint) -> None:
+        """Start fetching and parsing the next step's pages now, while the runner writes and commits this one.
+
+        Its side effects (skips, carried page states) are recorded into the next step's changes, which
+        takes exactly these pages off the frontier; if it never comes, nothing was committed.
+        """
+        assert self._state is not None
+        batch = list(itertools.islice(self._state.queue, self._step_size(cp)))
+        if batch:
+            self._ahead = (batch, asyncio.ensure_future(self._fetch_batch(batch)))
+
+    async def _fetch_batch(self, batch: list[tuple[str, int]]) -> _Fetched:
+        """Fetch ``batch`` (conditionally where the last run saw a page) and parse its HTML in a thread."""
+        keys = [url_key(url) for url, _ in batch]
+        before = await self.data.get(PAGES, keys, previous=True)
+        fetched = await asyncio.gather(
+            *(self._get(url, depth, key, raw) for (url, depth), key, raw in zip(batch, keys, before, strict=True))
         )
+        html = [r for r in fetched if isinstance(r, Response) and r.status < 300 and _mime(r) in HTML_TYPES]
+        pages = await asyncio.to_thread(_parse_all, html, self.config.max_url_length) if html else []
+        return keys, before, fetched, dict(zip(map(id, html), pages, strict=True))
 
     async def _changed(self, documents: list[Document], requested: dict[str, str | None]) -> list[Document]:
         """Drop documents whose content hash is the one the last run saw (looked up by canonical key)."""
