@@ -15,19 +15,15 @@ skipped is counted in the step's stats and kept (bounded) in the ``skipped`` map
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import hashlib
 import itertools
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-from protego import Protego
 
 from worker.connectors.base import Checkpoint, Connector, ConnectorContext, StepResult
 from worker.documents import Document, ItemFailure, content_hash, stable_id
@@ -35,12 +31,12 @@ from worker.errors import InvalidConnectorConfig
 from worker.web.config import WebConfig
 from worker.web.fetch import ComeBackLater, Fetcher, FetchError, Politeness, Response
 from worker.web.frontier import PAGES, SKIPPED, Frontier, PageState
-from worker.web.html import Page, parse
+from worker.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
+from worker.web.robots import Robots
 from worker.web.sitemaps import parse_sitemap
 from worker.web.ssrf import AddressGuard, BlockedAddress, Resolver, system_resolver
 from worker.web.urls import absolute, host_port, in_host_scope, pattern_key, trap_reason, under_path, url_key
 
-HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("text/plain", "text/markdown", "text/csv")
 MAX_SKIPPED_KEPT = 5000
 GONE = frozenset({404, 410})
@@ -49,30 +45,8 @@ MAX_LINKS_KEPT = 500
 __all__ = ["WebCheckpoint", "WebConfig", "WebConnector"]
 
 
-def _charset(headers: Mapping[str, str]) -> str:
-    match = re.search(r"charset=[\"']?([\w.:-]+)", headers.get("content-type", ""), re.IGNORECASE)
-    if match:
-        try:
-            return codecs.lookup(match.group(1)).name
-        except LookupError:
-            pass
-    return "utf-8"
-
-
-#: A parsed page and its links with their keys.
-_Parsed = tuple[Page, list[tuple[str, str]]]
 #: A fetched batch: URL keys, the last run's page states, fetch results, parsed HTML by id(response).
-_Fetched = tuple[list[str], list[str | None], list["Response | ItemFailure | ComeBackLater | None"], dict[int, _Parsed]]
-
-
-def _parse_all(responses: list[Response], max_url_length: int) -> list[_Parsed]:
-    """Parse HTML responses and key their links (run in a thread: the loop stays free)."""
-    out = []
-    for response in responses:
-        page = parse(response.body.decode(_charset(response.headers), "replace"), response.url, max_url_length)
-        links = [] if page.nofollow else list(dict.fromkeys(page.links))
-        out.append((page, [(link, url_key(link)) for link in links]))
-    return out
+_Fetched = tuple[list[str], list[str | None], list["Response | ItemFailure | ComeBackLater | None"], dict[int, Parsed]]
 
 
 class WebCheckpoint(Checkpoint):
@@ -106,7 +80,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         self._exclude = [re.compile(p) for p in config.exclude]
         self._client: aiohttp.ClientSession | None = None
         self._fetcher: Fetcher | None = None
-        self._robots: dict[str, Protego | None] = {}
+        self._robots: Robots | None = None
         self._state: Frontier | None = None
         self._cp = WebCheckpoint()
         self._stats: Counter[str] = Counter()
@@ -195,32 +169,6 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             self._skip(key, why)
             return
         self._state.push(url, depth, pattern_key(url))
-
-    # --- robots --------------------------------------------------------------------------------
-    async def _allowed_by_robots(self, url: str) -> bool:
-        if not self.config.obey_robots:
-            return True
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        if origin not in self._robots:
-            self._robots[origin] = await self._load_robots(origin)
-        rules = self._robots[origin]
-        return rules is None or bool(rules.can_fetch(url, self.config.user_agent))
-
-    async def _load_robots(self, origin: str) -> Protego | None:
-        """RFC 9309: 4xx means no rules; 5xx or unreachable means disallow everything."""
-        fetcher = self._fetch()
-        try:
-            response = await fetcher.get(f"{origin}/robots.txt", retries=1)
-        except (FetchError, ComeBackLater, BlockedAddress):
-            return Protego.parse("User-agent: *\nDisallow: /\n")
-        if response.status >= 400:
-            return None
-        rules = Protego.parse(response.body.decode("utf-8", "replace"))
-        delay = rules.crawl_delay(self.config.user_agent)
-        if delay:
-            fetcher.set_delay(origin, float(delay))
-        return rules
 
     # --- steps ---------------------------------------------------------------------------------
     async def _start(self, failures: list[ItemFailure]) -> None:
@@ -319,6 +267,11 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             ahead[1].cancel()
         return await self._fetch_batch(batch)
 
+    def _robots_rules(self) -> Robots:
+        if self._robots is None:
+            self._robots = Robots(self._fetch(), self.config.user_agent)
+        return self._robots
+
     def _step_size(self, cp: WebCheckpoint) -> int:
         return min(self.config.pages_per_step, max(0, self.config.max_pages - cp.fetched))
 
@@ -340,8 +293,8 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         fetched = await asyncio.gather(
             *(self._get(url, depth, key, raw) for (url, depth), key, raw in zip(batch, keys, before, strict=True))
         )
-        html = [r for r in fetched if isinstance(r, Response) and r.status < 300 and _mime(r) in HTML_TYPES]
-        pages = await asyncio.to_thread(_parse_all, html, self.config.max_url_length) if html else []
+        html = [r for r in fetched if isinstance(r, Response) and r.status < 300 and mime_type(r) in HTML_TYPES]
+        pages = await asyncio.to_thread(parse_all, html, self.config.max_url_length) if html else []
         return keys, before, fetched, dict(zip(map(id, html), pages, strict=True))
 
     async def _changed(self, documents: list[Document], requested: dict[str, str | None]) -> list[Document]:
@@ -379,7 +332,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         except BlockedAddress as exc:
             self._skip(key, "blocked:address")
             return ItemFailure(source=url, reason=str(exc))
-        if not await self._allowed_by_robots(url):
+        if self.config.obey_robots and not await self._robots_rules().allows(url):
             self._skip(key, "robots:disallowed")
             return None
         headers: dict[str, str] = {}
@@ -405,7 +358,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             return ItemFailure(source=url, reason=exc.reason, retryable=exc.retryable)
 
     def _outcome(
-        self, key: str, raw: str | None, response: Response, depth: int, parsed: _Parsed | None
+        self, key: str, raw: str | None, response: Response, depth: int, parsed: Parsed | None
     ) -> Document | ItemFailure | None:
         assert self._state is not None
         if response.status == 304 and raw is not None:
@@ -421,13 +374,13 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             return ItemFailure(source=response.url, reason=f"HTTP {response.status}")
         return self._document(key, response, depth, parsed)
 
-    def _document(self, key: str, response: Response, depth: int, parsed: _Parsed | None) -> Document | None:
+    def _document(self, key: str, response: Response, depth: int, parsed: Parsed | None) -> Document | None:
         state = self._state
         assert state is not None
         final_key = url_key(response.url) if response.redirects else key
         if final_key != key:  # a redirect landed on another page
             state.mark_seen(final_key)
-        mime = _mime(response)
+        mime = mime_type(response)
         digest = content_hash(response.body)
         title: str | None = None
         text: str | None = None
@@ -447,7 +400,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         elif mime.startswith(TEXT_TYPES):
             text = response.body.decode("utf-8", "replace")
         else:
-            content_ref = self._store_blob(response.body)
+            content_ref = store_blob(Path(self.context.data_dir), response.body)
         if state.has_page(canonical_key):  # another URL of this run already gave this page
             self._stats["duplicate"] += 1
             return None
@@ -468,18 +421,3 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             metadata={"status": response.status, "depth": depth, "redirects": response.redirects},
             fetched_at=time.time(),
         )
-
-    def _store_blob(self, body: bytes) -> str:
-        """Binary content goes to the data directory by its hash; documents reference it."""
-        name = hashlib.sha256(body).hexdigest()
-        path = Path(self.context.data_dir) / "blobs" / name[:2] / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(body)
-            tmp.replace(path)
-        return str(path)
-
-
-def _mime(response: Response) -> str:
-    return response.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()

@@ -1,12 +1,20 @@
-"""HTML to title, text, links and canonical URL, with selectolax (a real HTML5 parser)."""
+"""HTML to title, text, links and canonical URL, with selectolax (a real HTML5 parser); binary bodies to blobs."""
 
 from __future__ import annotations
 
+import codecs
+import hashlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
-from worker.web.urls import absolute
+from worker.web.fetch import Response
+from worker.web.urls import absolute, url_key
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 _DROP = ("script", "style", "noscript", "template", "svg", "iframe")
 
@@ -55,3 +63,42 @@ def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
     body = tree.body
     text = body.text(separator=" ", strip=True) if body is not None else ""
     return Page(title=title or None, text=" ".join(text.split()), links=links, canonical=canonical, nofollow=nofollow)
+
+
+def _charset(headers: Mapping[str, str]) -> str:
+    match = re.search(r"charset=[\"']?([\w.:-]+)", headers.get("content-type", ""), re.IGNORECASE)
+    if match:
+        try:
+            return codecs.lookup(match.group(1)).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
+#: A parsed page and its links with their keys.
+Parsed = tuple[Page, list[tuple[str, str]]]
+def parse_all(responses: list[Response], max_url_length: int) -> list[Parsed]:
+    """Parse HTML responses and key their links (run in a thread: the loop stays free)."""
+    out = []
+    for response in responses:
+        page = parse(response.body.decode(_charset(response.headers), "replace"), response.url, max_url_length)
+        links = [] if page.nofollow else list(dict.fromkeys(page.links))
+        out.append((page, [(link, url_key(link)) for link in links]))
+    return out
+
+
+def mime_type(response: Response) -> str:
+    """The response's media type, lower case, without parameters."""
+    return response.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
+
+
+def store_blob(data_dir: Path, body: bytes) -> str:
+    """Binary content goes to the data directory by its hash, once; documents reference it."""
+    name = hashlib.sha256(body).hexdigest()
+    path = data_dir / "blobs" / name[:2] / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(body)
+        tmp.replace(path)
+    return str(path)
