@@ -16,7 +16,7 @@ from worker.connectors.web import WebConfig, WebConnector
 from worker.crawlstate import MemoryRunData
 from worker.documents import Document, ItemFailure, stable_id
 from worker.settings import Settings
-from worker.web.urls import url_key
+from worker.web.urls import host_port, in_host_scope, url_key
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 XML = {"Content-Type": "application/xml"}
@@ -286,3 +286,13 @@ async def test_web_crawl_runs_end_to_end_through_the_worker(make_settings: Calla
     )
     assert ok is not None
     assert ok >= 12
+
+
+def test_same_host_means_same_host_and_port() -> None:
+    """Another port on the same host is another site; default ports and www. are not."""
+    roots = {host_port("http://www.example.com/")}
+    assert in_host_scope("http://example.com:80/a", roots, allow_subdomains=False)
+    assert not in_host_scope("http://example.com:8080/a", roots, allow_subdomains=False)
+    assert not in_host_scope("http://example.com:99999/a", roots, allow_subdomains=False)
+    assert in_host_scope("http://a.example.com/", roots, allow_subdomains=True)
+    assert not in_host_scope("http://a.example.com:81/", roots, allow_subdomains=True)
