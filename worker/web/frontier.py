@@ -55,9 +55,10 @@ class Frontier:
 
     def __init__(self) -> None:
         self.queue: deque[tuple[str, int]] = deque()
-        self.seen: set[str] = set()
+        # digests as ints in memory (36 bytes each against 65 for their hex form): 100,000 URLs, ~6 MB less
+        self.seen: set[int] = set()
         self.patterns: Counter[str] = Counter()
-        self.done: set[str] = set()  # digests of the keys in this run's page states
+        self.done: set[int] = set()  # digests of the keys in this run's page states
         self._begin()
 
     def _begin(self) -> None:
@@ -72,22 +73,19 @@ class Frontier:
         for item in await data.items(FRONTIER):
             depth, _, url = item.partition(" ")
             self.queue.append((url, int(depth)))
-        self.seen = await data.members(SEEN)
+        self.seen = {int(member, 16) for member in await data.members(SEEN)}
         self.patterns = Counter({k: int(v) for k, v in (await data.mapping(PATTERNS)).items()})
-        self.done = {digest(key) for key in await data.fields(PAGES)}
+        self.done = {int(digest(key), 16) for key in await data.fields(PAGES)}
 
     def mark_seen(self, key: str) -> bool:
         """Record ``key`` as seen; False if it already was."""
         member = digest(key)
-        if member in self.seen:
+        number = int(member, 16)
+        if number in self.seen:
             return False
-        self.seen.add(member)
+        self.seen.add(number)
         self._new_seen.append(member)
         return True
-
-    def is_seen(self, key: str) -> bool:
-        """Whether ``key`` was seen in this run."""
-        return digest(key) in self.seen
 
     def push(self, url: str, depth: int, pattern: str) -> None:
         """Append ``url`` to the frontier and count its URL template."""
@@ -116,12 +114,12 @@ class Frontier:
 
     def record_page(self, key: str, state: PageState | str) -> None:
         """This run's state of the page ``key`` (a PageState, or one already in stored form)."""
-        self.done.add(digest(key))
+        self.done.add(int(digest(key), 16))
         self._pages[key] = state if isinstance(state, str) else state.dump()
 
     def has_page(self, key: str) -> bool:
         """Whether this run already recorded the page ``key``."""
-        return digest(key) in self.done
+        return int(digest(key), 16) in self.done
 
     def record_skip(self, key: str, reason: str) -> None:
         """Keep why ``key`` was skipped."""
