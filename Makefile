@@ -33,8 +33,12 @@ lint: install
 	$(BIN)/ruff check worker tests $(wildcard bench)
 	$(BIN)/mypy
 
+## Benchmarks (docs/benchmarks.md). The crawl benchmark serves its sites with nginx (Debian's package).
 bench: install node
 	$(BIN)/pip install --quiet -e '.[bench]'
+	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 || \
+		 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null))
 	$(BIN)/python -m bench
 
 clean:

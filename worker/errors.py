@@ -48,6 +48,10 @@ class NoProgressError(PermanentError):
     """The run made no progress for too many consecutive attempts."""
 
 
+class RunStateTooLarge(PermanentError):
+    """A run's stored crawl state reached its cap (``run_state_max_mb``)."""
+
+
 class TransientError(CrawlWorkerError):
     """A failure worth retrying with backoff (network, 5xx, timeouts)."""
 

@@ -1,8 +1,10 @@
 """The step loop of one crawl: resume-or-start, then sink -> checkpoint -> progress per step.
 
-Commit order for each step: the sink has accepted the documents, then the checkpoint and
-counters are written (fenced), then progress is reported. A crash replays at most one step,
-and documents have stable ids, so sinks stay idempotent.
+Commit order for each step: the sink has accepted the documents, then the checkpoint, counters
+and the step's changes to the run's stored state (``worker.crawlstate``) are written in one fenced
+call, then progress is reported. A crash replays at most one step, and documents have stable ids,
+so sinks stay idempotent. A step's commit costs what the step changed, not the size of the crawl;
+a run whose stored state passes ``run_state_max_mb`` fails (RunStateTooLarge) and its state is dropped.
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ from typing import Any
 
 from worker.connections import ScriptCall
 from worker.connectors.base import Checkpoint, Connector, StepResult
+from worker.crawlstate import StateChanges
 from worker.documents import Document
-from worker.errors import HandOff, InstanceBusy, LeaseLost, NoProgressError, RetryLater, TransientError
+from worker.errors import (
+    HandOff,
+    InstanceBusy,
+    LeaseLost,
+    NoProgressError,
+    RetryLater,
+    RunStateTooLarge,
+    TransientError,
+)
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import JobOutcome
@@ -71,8 +82,10 @@ class Runner:
         *,
         max_no_progress_attempts: int,
         busy_delay_s: float,
+        max_state_bytes: int = 512 * 1024 * 1024,
     ) -> None:
         self.busy_delay_s = busy_delay_s
+        self.max_state_bytes = max_state_bytes
         self.store = store
         self.sink = sink
         self.metrics = metrics
@@ -105,16 +118,12 @@ class Runner:
         lost = self.store.hold(lease)
         released = False
         try:
-            record, checkpoint, resumed = await self._begin(request, connector, lease)
+            run = await self._begin(request, connector, lease, lost)
+            record, resumed = run.record, run.resumed
             progress.raise_floor(record.percentage)
-            run = _Run(request, lease, lost, record, resumed)
-            await self._steps(run, connector, checkpoint, progress=progress, handoff=handoff)
-            record.status = "completed"
-            record.last_completed_checkpoint = record.checkpoint
-            record.last_completed_version = record.checkpoint_version
-            record.last_completed_at = time.time()
-            record.checkpoint = None
-            final_save = self.store.save_call(lease, record, release=True)  # sent with the job's completion
+            connector.bind(self.store.run_data(lease.key, record))
+            last = await self._steps(run, connector, run.checkpoint, progress=progress, handoff=handoff)
+            final_save = self._complete(run, connector, last)  # sent with the job's completion
             released = True
             progress.finish(record.counters.processed, **_extra(record, request, resumed))
         finally:
@@ -146,13 +155,16 @@ class Runner:
         *,
         progress: ProgressReporter,
         handoff: asyncio.Event,
-    ) -> None:
+    ) -> StateChanges:
         """Run steps until the connector has no more: sink, then checkpoint commit, then progress, each step.
 
-        The last step is committed by the caller, together with the completion record.
+        The last step is committed by the caller, together with the completion record: its state
+        changes are returned.
         """
         request, lease, lost, record, resumed = run.request, run.lease, run.lost, run.record, run.resumed
         instance = InstanceRef(request.org_id, request.connector, request.connector_id, record.run_id)
+        last = StateChanges()
+        committing = False
         try:
             await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
             while checkpoint.has_more:
@@ -161,13 +173,18 @@ class Runner:
                 step = await connector.run_step(checkpoint)
                 if lost.is_set():
                     raise LeaseLost(f"instance {lease.key}: lease lost during a step")
+                self._check_size(run, step.changes)
                 written = await self._write(instance, step.documents)
+                committing = True  # from here until the commit returns, the stored record may be either step's
                 _account(record, step, written)
                 run.details.update(step.details)
                 checkpoint = step.checkpoint
                 record.checkpoint = checkpoint.model_dump(mode="json")
                 if checkpoint.has_more:  # the last step is committed with the completion record below
-                    await self.store.save(lease, record)
+                    await self.store.save(lease, record, step.changes, delete=run.take_deletions())
+                else:
+                    last = step.changes
+                committing = False
                 self._record_step(request.connector, step)
                 if checkpoint.has_more:  # the last step's progress is the final one, reported below
                     await progress.report(
@@ -178,12 +195,60 @@ class Runner:
                     raise RetryLater(f"{request.connector} source asked to come back later", step.retry_after_s)
         except LeaseLost:
             raise
+        except RunStateTooLarge:
+            record.status = "abandoned"  # the next run starts fresh; this one's state goes now
+            deletions = [*run.take_deletions(), *self._run_keys(run)]
+            record.state_names, record.checkpoint = [], None
+            with contextlib.suppress(Exception):
+                await self.store.save(lease, record, delete=deletions)
+            raise
         except BaseException:
+            if committing:  # the commit may or may not have landed: the stored record is consistent either way
+                raise
             record.status = "interrupted"
             with contextlib.suppress(Exception):
                 await progress.flush()
-                await self.store.save(lease, record)
+                await self.store.save(lease, record, delete=run.take_deletions())
             raise
+        return last
+
+    def _check_size(self, run: _Run, changes: StateChanges) -> None:
+        """Fail the run when this step would take its stored state past the cap."""
+        record = run.record
+        if record.state_size + changes.size <= self.max_state_bytes:
+            return
+        cap_mb = self.max_state_bytes / 1024 / 1024
+        raise RunStateTooLarge(
+            f"run {record.run_id} of {run.request.connector}/{run.request.connector_id} would store more than "
+            f"{cap_mb:g} MiB of crawl state (run_state_max_mb) after {record.counters.processed} items; "
+            "narrow the crawl (max_pages, max_depth, include / exclude) or raise run_state_max_mb"
+        )
+
+    def _run_keys(self, run: _Run) -> list[str]:
+        """The data keys of the run's own structures."""
+        return [self.store.data_key(run.lease.key, run.record.run_id, name) for name in run.record.state_names]
+
+    def _complete(self, run: _Run, connector: Connector[Any, Any], last: StateChanges) -> ScriptCall:
+        """The completion write: the last step's kept changes, carried maps kept, everything else dropped."""
+        record, lease = run.record, run.lease
+        carried = [name for name in record.state_names if name in connector.carried]
+        deletions = [
+            *run.take_deletions(),
+            *(self.store.data_key(lease.key, record.run_id, n) for n in record.state_names if n not in carried),
+        ]
+        if record.last_completed_run_id not in (None, record.run_id):
+            deletions += [
+                self.store.data_key(lease.key, record.last_completed_run_id, name)
+                for name in record.last_completed_names
+            ]
+        last.ops = [op for op in last.ops if op.name in carried]  # the rest is deleted in the same call
+        record.status = "completed"
+        record.last_completed_checkpoint = record.checkpoint
+        record.last_completed_version = record.checkpoint_version
+        record.last_completed_at = time.time()
+        record.last_completed_run_id, record.last_completed_names = record.run_id, carried
+        record.checkpoint, record.state_names = None, []
+        return self.store.save_call(lease, record, release=True, changes=last, delete=deletions)
 
     async def _write(self, instance: InstanceRef, documents: list[Document]) -> int:
         """The sink's write; a storage failure (disk full, file too large, I/O error) is transient."""
@@ -205,8 +270,8 @@ class Runner:
                 self.metrics.fetched(connector, key.removeprefix("fetches_"), count)
 
     async def _begin(
-        self, request: CrawlRequest, connector: Connector[Any, Any], lease: Lease
-    ) -> tuple[RunRecord, Checkpoint, bool]:
+        self, request: CrawlRequest, connector: Connector[Any, Any], lease: Lease, lost: asyncio.Event
+    ) -> _Run:
         """Resume an interrupted run from its checkpoint, or start a new (incremental) run."""
         record = lease.record()
         version = connector.checkpoint_model.schema_version
@@ -217,6 +282,7 @@ class Runner:
             and record.config_hash == request.config_hash
             and record.checkpoint_version == version
         )
+        deletions: list[str] = []
         if record is not None and resumable:
             assert record.checkpoint is not None
             checkpoint = connector.checkpoint_model.model_validate(record.checkpoint)
@@ -224,7 +290,9 @@ class Runner:
             record.no_progress_attempts = 0 if progressed else record.no_progress_attempts + 1
             if record.no_progress_attempts >= self.max_no_progress:
                 record.status = "abandoned"
-                await self.store.save(lease, record)
+                doomed = [self.store.data_key(lease.key, record.run_id, n) for n in record.state_names]
+                record.state_names, record.checkpoint = [], None
+                await self.store.save(lease, record, delete=doomed)
                 raise NoProgressError(
                     f"run {record.run_id} made no progress in {record.no_progress_attempts} consecutive attempts "
                     f"(stuck at {record.counters.processed} items); the next run starts fresh"
@@ -234,21 +302,34 @@ class Runner:
                 self.metrics.run_resumed(request.connector)
             resumed = True
         else:
+            same_config = record is not None and record.config_hash == request.config_hash
             previous = None
             if (
                 record is not None
+                and same_config
                 and record.last_completed_checkpoint is not None
-                and record.config_hash == request.config_hash
                 and record.last_completed_version == version
             ):
                 previous = connector.checkpoint_model.model_validate(record.last_completed_checkpoint)
             checkpoint = connector.initial_checkpoint(previous)
             run_id = f"{self._run_id_prefix}{next(self._run_ids):08x}"
             fresh = RunRecord(run_id=run_id, config_hash=request.config_hash, checkpoint_version=version)
-            if record is not None and record.config_hash == request.config_hash:
-                fresh.last_completed_checkpoint = record.last_completed_checkpoint
-                fresh.last_completed_version = record.last_completed_version
-                fresh.last_completed_at = record.last_completed_at
+            if record is not None:
+                # an unfinished run that is not resumed leaves its state behind: dropped with the first commit
+                deletions += [self.store.data_key(lease.key, record.run_id, n) for n in record.state_names]
+                done_keys = [
+                    self.store.data_key(lease.key, record.last_completed_run_id, n)
+                    for n in record.last_completed_names
+                    if record.last_completed_run_id is not None
+                ]
+                if same_config and previous is not None:
+                    fresh.last_completed_checkpoint = record.last_completed_checkpoint
+                    fresh.last_completed_version = record.last_completed_version
+                    fresh.last_completed_at = record.last_completed_at
+                    fresh.last_completed_run_id = record.last_completed_run_id
+                    fresh.last_completed_names = record.last_completed_names
+                else:
+                    deletions += done_keys
             record = fresh
             record.checkpoint = checkpoint.model_dump(mode="json")
             resumed = False
@@ -261,10 +342,10 @@ class Runner:
             await self.store.save(lease, record)
         # A fresh run is first written with its first step (or as interrupted, if that step raises):
         # until then there is nothing to resume, and a crash leaves the previous record as it was.
-        return record, checkpoint, resumed
+        return _Run(request, lease, lost, record, resumed, checkpoint, deletions)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Run:
     """One attempt while it holds its instance's lease."""
 
@@ -273,8 +354,16 @@ class _Run:
     lost: asyncio.Event
     record: RunRecord
     resumed: bool
+    checkpoint: Checkpoint
+    #: Keys of a replaced run's state, dropped by this run's first write.
+    deletions: list[str]
     #: What the steps reported besides documents (``StepResult.details``), for the return value.
     details: dict[str, Any] = field(default_factory=dict)
+
+    def take_deletions(self) -> list[str]:
+        """The pending deletions, once."""
+        taken, self.deletions = self.deletions, []
+        return taken
 
 
 def _account(record: RunRecord, step: Any, written: int) -> None:
@@ -287,6 +376,8 @@ def _account(record: RunRecord, step: Any, written: int) -> None:
     c.failures += len(step.failures)
     c.steps += 1
     record.commits += 1
+    record.state_size += step.changes.size
+    record.state_names.extend(sorted(step.changes.names() - set(record.state_names)))
     if step.total is not None:
         record.total = max(step.total, c.processed)
 

@@ -6,7 +6,10 @@ jobs, so the state that lets a crawl resume lives under the instance:
 - ``<prefix>:<queue>:cw:run:<org>:<connector>:<connectorId>`` — a hash: ``epoch`` and ``record``
   (JSON :class:`RunRecord`), expiring after the retention period;
 - ``<prefix>:<queue>:cw:lease:<org>:<connector>:<connectorId>`` — the lease token, with a TTL,
-  renewed alongside the job's lock (all of a process's leases in one call, like bullmq's locks).
+  renewed alongside the job's lock (all of a process's leases in one call, like bullmq's locks);
+- ``<prefix>:<queue>:cw:data:<org>:<connector>:<connectorId>:<runId>:<name>`` — what grows with a
+  crawl (frontier, seen set, page and file states: ``worker.crawlstate``), written incrementally by
+  the same fenced call as the record, expiring with it, deleted when the run ends.
 
 Taking the lease bumps the epoch; every write is fenced by (lease token, epoch) in one Lua
 call, so a worker that lost the instance to another can never overwrite its checkpoint.
@@ -16,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
 from worker.connections import AutoPipeline, RedisClient, ScriptCall
+from worker.crawlstate import PUSH_FRONT, StateChanges
 from worker.errors import LeaseLost
 from worker.logs import get_logger
+from worker.rundata import RedisRunData
 
 log = get_logger(__name__)
 
@@ -52,11 +58,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# The fenced commit of a step: the run record plus the step's state changes, in one call.
+# KEYS: lease, run hash, then the data keys the ops name, then keys to expire, then keys to delete.
+# ARGV: token, epoch, record JSON, TTL s, release (1/0), number of ops, number of keys to expire,
+# number of keys to delete, then each op as: code, KEYS index, argument count, arguments.
 _SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(redis.call('HGET', KEYS[2], 'epoch')) ~= tonumber(ARGV[2]) then return -1 end
+local ttl = ARGV[4]
+local i = 9
+for _ = 1, tonumber(ARGV[6]) do
+  local code, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  i = i + 3
+  if code == 'pop' then
+    redis.call('LTRIM', key, ARGV[i], -1)
+  elseif code == 'del' then
+    redis.call('DEL', key)
+  elseif code == 'incr' then
+    for j = i, i + n - 1, 2 do redis.call('HINCRBY', key, ARGV[j], ARGV[j + 1]) end
+  else
+    for j = i, i + n - 1, 1000 do redis.call(code, key, unpack(ARGV, j, math.min(j + 999, i + n - 1))) end
+  end
+  i = i + n
+end
+local expire, delete = tonumber(ARGV[7]), tonumber(ARGV[8])
+for k = #KEYS - delete - expire + 1, #KEYS - delete do redis.call('EXPIRE', KEYS[k], ttl) end
+for k = #KEYS - delete + 1, #KEYS do redis.call('DEL', KEYS[k]) end
 redis.call('HSET', KEYS[2], 'record', ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ttl)
 if ARGV[5] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 """
@@ -101,6 +130,12 @@ class RunRecord:
     last_completed_checkpoint: dict[str, Any] | None = None
     last_completed_version: int | None = None
     last_completed_at: float | None = None
+    #: Names of the structures this run has stored (``worker.crawlstate``), and what they hold in all.
+    state_names: list[str] = field(default_factory=list)
+    state_size: int = 0
+    #: The last completed run whose carried structures the next run reads as ``previous``.
+    last_completed_run_id: str | None = None
+    last_completed_names: list[str] = field(default_factory=list)
 
 
 _RECORD = TypeAdapter(RunRecord)
@@ -220,11 +255,38 @@ class RunStore:
         raw = await self._client.hget(self._keys(instance)[1], "record")
         return load_record(raw) if raw else None
 
-    async def save(self, lease: Lease, record: RunRecord) -> None:
-        """Write ``record`` if ``lease`` still holds the instance at its epoch; else LeaseLost."""
-        _check_save(lease, int(await self._save(keys=self._keys(lease.key), args=self._save_args(lease, record))))
+    def data_key(self, instance: str, run_id: str, name: str) -> str:
+        """The Redis key of the structure ``name`` of run ``run_id`` of ``instance``."""
+        return f"{self._base}:data:{instance}:{run_id}:{name}"
 
-    def save_call(self, lease: Lease, record: RunRecord, *, release: bool = False) -> ScriptCall:
+    def run_data(self, instance: str, record: RunRecord) -> RedisRunData:
+        """What the connector reads of ``record``'s stored state (and of the last completed run's)."""
+        done = record.last_completed_run_id
+        return RedisRunData(
+            self._client,
+            lambda name: self.data_key(instance, record.run_id, name),
+            None if done is None else lambda name: self.data_key(instance, done, name),
+        )
+
+    async def save(
+        self, lease: Lease, record: RunRecord, changes: StateChanges | None = None, *, delete: Sequence[str] = ()
+    ) -> None:
+        """Write ``record`` (and ``changes``) if ``lease`` still holds the instance at its epoch; else LeaseLost.
+
+        ``delete`` names whole keys to drop in the same call (data of a run that ends or is replaced).
+        """
+        keys, args = self._save_args(lease, record, changes, delete)
+        _check_save(lease, int(await self._save(keys=keys, args=args)))
+
+    def save_call(
+        self,
+        lease: Lease,
+        record: RunRecord,
+        *,
+        release: bool = False,
+        changes: StateChanges | None = None,
+        delete: Sequence[str] = (),
+    ) -> ScriptCall:
         """The fenced write of ``record`` as a call for a pipeline (``release`` also gives the lease back).
 
         The run's last write goes out this way, in the round trip that completes the job; a fenced-off
@@ -239,11 +301,45 @@ class RunStore:
             except Exception as exc:
                 log.warning("run.final_save_failed", error=str(exc), instance=lease.key)
 
-        return ScriptCall(self._save, self._keys(lease.key), self._save_args(lease, record, release), on_reply)
+        keys, args = self._save_args(lease, record, changes, delete, release)
+        return ScriptCall(self._save, keys, args, on_reply)
 
-    def _save_args(self, lease: Lease, record: RunRecord, release: bool = False) -> list[str | int]:
+    def _save_args(
+        self,
+        lease: Lease,
+        record: RunRecord,
+        changes: StateChanges | None,
+        delete: Sequence[str],
+        release: bool = False,
+    ) -> tuple[list[str], list[str | int]]:
         record.updated_at = time.time()
-        return [lease.token, lease.epoch, dump_record(record), self._retention_s, int(release)]
+        keys = self._keys(lease.key)
+        ops: list[str | int] = []
+        if changes:
+            index: dict[str, int] = {}
+            for op in changes.ops:
+                if op.name not in index:
+                    keys.append(self.data_key(lease.key, record.run_id, op.name))
+                    index[op.name] = len(keys)
+                args = op.args[::-1] if op.code == PUSH_FRONT else op.args  # LPUSH reverses
+                ops += [op.code, index[op.name], len(args), *args]
+        dropped = set(delete)
+        expire = [k for k in self.kept_keys(lease.key, record) if k not in dropped]
+        keys += [*expire, *delete]
+        head: list[str | int] = [
+            lease.token, lease.epoch, dump_record(record), self._retention_s, int(release),
+            len(changes.ops) if changes else 0, len(expire), len(delete),
+        ]
+        return keys, head + ops
+
+    def kept_keys(self, instance: str, record: RunRecord) -> list[str]:
+        """Every data key ``record`` refers to: its run's structures and the last completed run's carried ones."""
+        keys = [self.data_key(instance, record.run_id, name) for name in record.state_names]
+        if record.last_completed_run_id is not None:
+            done = record.last_completed_run_id
+            keys += [self.data_key(instance, done, name) for name in record.last_completed_names]
+        return keys
+
 
 def _check_save(lease: Lease, result: int) -> None:
     if result != 1:

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     duplicate_run_delay_s: PositiveFloat = 30.0
     max_no_progress_attempts: PositiveInt = 5
     run_retention_days: PositiveInt = 30
+    run_state_max_mb: PositiveInt = Field(512, description="Cap on one run's stored crawl state.")
     stats_retention_days: PositiveInt = 35
 
     # --- PipesHub sync events (the pipeshub-sync connector) ----------------------------------

@@ -7,25 +7,33 @@ from pathlib import Path
 
 from worker.connectors.base import ConnectorContext
 from worker.connectors.filesystem import FilesystemCheckpoint, FilesystemConfig, FilesystemConnector
+from worker.crawlstate import MemoryRunData
 from worker.documents import Document
 
 
-async def crawl(root: Path, previous: FilesystemCheckpoint | None = None, **config: object) -> tuple[
-    list[Document], FilesystemCheckpoint, int
+async def crawl(root: Path, data: MemoryRunData | None = None, **config: object) -> tuple[
+    list[Document], MemoryRunData, int
 ]:
-    """Run a whole crawl step by step, rebuilding the connector from JSON between steps (as a resume does)."""
+    """Run a whole crawl step by step, rebuilding the connector from JSON between steps (as a resume does).
+
+    ``data`` carries the previous run's file states; it is returned with the run completed.
+    """
     cfg = FilesystemConfig(root=root, **config)  # type: ignore[arg-type]
     ctx = ConnectorContext(connector_id="fs", org_id="o", data_dir=root / ".blobs")
-    checkpoint = FilesystemConnector(cfg, ctx).initial_checkpoint(previous)
+    data = data or MemoryRunData(FilesystemConnector.carried)
+    checkpoint = FilesystemConnector(cfg, ctx).initial_checkpoint(None)
     docs: list[Document] = []
     steps = 0
     while checkpoint.has_more:
         connector = FilesystemConnector(cfg, ctx)
+        connector.bind(data)
         step = await connector.run_step(FilesystemCheckpoint.model_validate_json(checkpoint.model_dump_json()))
+        data.apply(step.changes)
         docs.extend(step.documents)
         checkpoint = step.checkpoint
         steps += 1
-    return docs, checkpoint, steps
+    data.complete()
+    return docs, data, steps
 
 
 async def test_one_document_per_file_with_stable_ids(tmp_path: Path) -> None:
@@ -54,7 +62,7 @@ async def test_incremental_run_emits_only_changes_and_deletions(tmp_path: Path) 
     (tmp_path / "a.txt").write_text("changed!")
     (tmp_path / "b.txt").unlink()
     (tmp_path / "d.txt").write_text("new")
-    docs, _, _ = await crawl(tmp_path, previous=final)
+    docs, _, _ = await crawl(tmp_path, data=final)
     summary = sorted((Path(d.source).name, d.deleted) for d in docs)
     assert summary == [("a.txt", False), ("b.txt", True), ("d.txt", False)]
 

@@ -12,10 +12,11 @@ import pytest
 from tests.connectors.site import Reply, Site, gz, html, serve, sitemap, slow
 from tests.helpers import RecordingSink, add_crawl, catalog_of, open_queue, running_app, wait_state
 from worker.connectors.base import ConnectorContext
-from worker.connectors.web import WebCheckpoint, WebConfig, WebConnector
+from worker.connectors.web import WebConfig, WebConnector
+from worker.crawlstate import MemoryRunData
 from worker.documents import Document, ItemFailure, stable_id
 from worker.settings import Settings
-from worker.web.urls import url_key
+from worker.web.urls import host_port, in_host_scope, url_key
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 XML = {"Content-Type": "application/xml"}
@@ -90,17 +91,23 @@ def config(site: Site, **overrides: Any) -> WebConfig:
 
 
 async def crawl(
-    cfg: WebConfig, data_dir: Path, previous: WebCheckpoint | None = None, connector: WebConnector | None = None
-) -> tuple[WebCheckpoint, list[Document], list[ItemFailure], Counter[str]]:
-    """Run the connector step by step to the end, as the runner does."""
+    cfg: WebConfig, data_dir: Path, data: MemoryRunData | None = None, connector: WebConnector | None = None
+) -> tuple[MemoryRunData, list[Document], list[ItemFailure], Counter[str]]:
+    """Run the connector step by step to the end, as the runner does (state changes applied, run completed).
+
+    ``data`` carries the previous run's state into an incremental run; it is returned completed.
+    """
     conn = connector or WebConnector(cfg, ConnectorContext(connector_id="site", org_id="org", data_dir=data_dir))
-    checkpoint = conn.initial_checkpoint(previous)
+    data = data or MemoryRunData(WebConnector.carried)
+    conn.bind(data)
+    checkpoint = conn.initial_checkpoint(None)
     docs: list[Document] = []
     failures: list[ItemFailure] = []
     stats: Counter[str] = Counter()
     try:
         while checkpoint.has_more:
             step = await conn.run_step(checkpoint)
+            data.apply(step.changes)
             docs += step.documents
             failures += step.failures
             stats.update(step.stats)
@@ -108,7 +115,8 @@ async def crawl(
             checkpoint = step.checkpoint
     finally:
         await conn.aclose()
-    return checkpoint, docs, failures, stats
+    data.complete()
+    return data, docs, failures, stats
 
 
 def _path(url: str) -> str:
@@ -119,7 +127,7 @@ async def test_first_crawl_fetches_emits_and_skips_exactly_what_it_should(tmp_pa
     """Robots, sitemaps (.gz index), duplicates, redirects, loop, 429, flaky 500, timeout, trap, PDF, oversize."""
     with serve(Site()) as site:
         build(site)
-        cp, docs, failures, stats = await crawl(config(site), tmp_path)
+        data, docs, failures, stats = await crawl(config(site), tmp_path)
 
     fetched = Counter(site.fetched())
     assert fetched["/about"] == 1, "URL variants of /about were fetched more than once"
@@ -156,9 +164,10 @@ async def test_first_crawl_fetches_emits_and_skips_exactly_what_it_should(tmp_pa
     assert "max_body_bytes" in reasons["huge"]
     assert set(reasons) == {"loop-a", "slow", "huge"}
 
-    assert cp.skipped[url_key(f"{site.base}/private/secret")] == "robots:disallowed"
-    assert cp.skipped[url_key(f"{site.base}/calendar?month=6")] == "trap:pattern-budget"
-    assert cp.skipped[url_key("http://example.org/outside")] == "out-of-scope:host"
+    skipped = data.previous["skipped"]
+    assert skipped[url_key(f"{site.base}/private/secret")] == "robots:disallowed"
+    assert skipped[url_key(f"{site.base}/calendar?month=6")] == "trap:pattern-budget"
+    assert skipped[url_key("http://example.org/outside")] == "out-of-scope:host"
     assert stats["skipped_robots"] == 1
     assert stats["skipped_trap"] == 1
     assert stats["fetches_2xx"] >= 12
@@ -174,7 +183,7 @@ async def test_second_run_emits_only_changes_and_deletions(tmp_path: Path) -> No
         site.routes["/about"] = html("About", "about us v2", ("/canonical-dup",))
         del site.routes["/from-sitemap"]
         site.log.clear()
-        _, docs, _, stats = await crawl(config(site), tmp_path, previous=first)
+        _, docs, _, stats = await crawl(config(site), tmp_path, data=first)
         home_requests = [p for p in site.log if p == "/"]
 
     changed = [d for d in docs if not d.deleted]
@@ -197,13 +206,15 @@ async def test_long_retry_after_sends_the_job_back_without_losing_the_page(tmp_p
             config(site, start_urls=[f"{site.base}/busy"], sitemaps=[]),
             ConnectorContext(connector_id="site", org_id="org", data_dir=tmp_path),
         )
+        data = MemoryRunData()
         try:
             step = await conn.run_step(conn.initial_checkpoint(None))
         finally:
             await conn.aclose()
+        data.apply(step.changes)
     assert step.retry_after_s == 120
     assert step.checkpoint.has_more
-    assert [u for u, _ in step.checkpoint.frontier] == [f"{site.base}/busy"]
+    assert data.queues["frontier"] == [f"0 {site.base}/busy"]
     assert step.failures == []
 
 
@@ -275,3 +286,13 @@ async def test_web_crawl_runs_end_to_end_through_the_worker(make_settings: Calla
     )
     assert ok is not None
     assert ok >= 12
+
+
+def test_same_host_means_same_host_and_port() -> None:
+    """Another port on the same host is another site; default ports and www. are not."""
+    roots = {host_port("http://www.example.com/")}
+    assert in_host_scope("http://example.com:80/a", roots, allow_subdomains=False)
+    assert not in_host_scope("http://example.com:8080/a", roots, allow_subdomains=False)
+    assert not in_host_scope("http://example.com:99999/a", roots, allow_subdomains=False)
+    assert in_host_scope("http://a.example.com/", roots, allow_subdomains=True)
+    assert not in_host_scope("http://a.example.com:81/", roots, allow_subdomains=True)

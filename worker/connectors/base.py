@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from worker.crawlstate import MemoryRunData, RunData, StateChanges
 from worker.documents import Document, ItemFailure
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ CheckpointT = TypeVar("CheckpointT", bound=Checkpoint)
 class StepResult(BaseModel, Generic[CheckpointT]):
     """What one step produced. ``processed`` counts items handled (emitted, unchanged or failed)."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     documents: list[Document] = Field(default_factory=list)
     failures: list[ItemFailure] = Field(default_factory=list)
     checkpoint: CheckpointT
@@ -63,6 +66,10 @@ class StepResult(BaseModel, Generic[CheckpointT]):
     )
     details: dict[str, Any] = Field(
         default_factory=dict, description="What the step did besides documents; lands in the job's return value."
+    )
+    changes: StateChanges = Field(
+        default_factory=StateChanges,
+        description="What the step changed in the run's stored state; committed together with the checkpoint.",
     )
 
 
@@ -93,10 +100,18 @@ class Connector(ABC, Generic[ConfigT, CheckpointT]):
     checkpoint_model: ClassVar[type[Checkpoint]]
     #: Serves instances of any connector type (a delegate such as ``pipeshub-sync``), not only its own.
     serves_any_type: ClassVar[bool] = False
+    #: Maps of the run's stored state kept after it completes, read by the next run as ``previous``.
+    carried: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ConfigT, context: ConnectorContext) -> None:
         self.config = config
         self.context = context
+        #: The run's stored state (``worker.crawlstate``); in memory until the runner binds the stored one.
+        self.data: RunData = MemoryRunData(self.carried)
+
+    def bind(self, data: RunData) -> None:
+        """Read the run's stored state from ``data`` (the runner calls this before the first step)."""
+        self.data = data
 
     async def validate(self) -> None:
         """Fail fast on bad config or credentials by raising a PermanentError (no-op by default)."""

@@ -1,8 +1,10 @@
 """The ``filesystem`` connector: one document per file under a configured directory.
 
 Each step handles up to ``batch_size`` files in sorted path order (the checkpoint is a cursor
-over those paths). Unchanged files (same mtime and size as the last completed run, optionally
-the same hash) are skipped; files that disappeared since then are emitted as tombstones.
+over those paths) and reads them in one worker thread. Each file's state (mtime, size, hash) goes
+into the run's stored ``files`` map, one field per file, written with the step's commit
+(``worker.crawlstate``); the map is carried to the next run, which skips unchanged files (same
+mtime and size, optionally the same hash) and emits tombstones for files that disappeared.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import fnmatch
 import mimetypes
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from worker.connectors.base import Checkpoint, Connector, ConnectorConfig, StepResult
+from worker.crawlstate import StateChanges
 from worker.documents import Document, ItemFailure, content_hash, stable_id
 from worker.errors import InvalidConnectorConfig
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/toml")
+FILES = "files"
 
 
 class FilesystemConfig(ConnectorConfig):
@@ -38,23 +43,32 @@ class FilesystemConfig(ConnectorConfig):
     max_files_per_second: float | None = Field(None, gt=0, description="I/O throttle for shared filesystems.")
 
 
-class FileState(BaseModel):
-    """What a run saw of one file: (mtime_ns, size, hash)."""
+@dataclass(frozen=True)
+class FileState:
+    """What a run saw of one file: (mtime_ns, size, hash); stored as one short string."""
 
     mtime_ns: int
     size: int
     hash: str
 
+    def dump(self) -> str:
+        """The stored form."""
+        return f"{self.mtime_ns} {self.size} {self.hash}"
+
+    @classmethod
+    def load(cls, raw: str) -> FileState:
+        """Read the stored form."""
+        mtime_ns, size, hash_ = raw.split(" ", 2)
+        return cls(int(mtime_ns), int(size), hash_)
+
 
 class FilesystemCheckpoint(Checkpoint):
-    """Cursor over sorted relative paths, plus what the last completed run saw."""
+    """Cursor over sorted relative paths; the file states are in the run's stored ``files`` map."""
 
-    schema_version = 1
+    schema_version = 2
 
     cursor: str | None = None
     total: int | None = None
-    previous: dict[str, FileState] = Field(default_factory=dict)
-    current: dict[str, FileState] = Field(default_factory=dict)
 
 
 class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
@@ -63,6 +77,7 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
     name = "filesystem"
     config_model = FilesystemConfig
     checkpoint_model = FilesystemCheckpoint
+    carried = frozenset({FILES})
 
     _listing: list[str] | None = None
 
@@ -71,42 +86,40 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
         if not self.config.root.is_dir():
             raise InvalidConnectorConfig(f"filesystem root {str(self.config.root)!r} is not a directory")
 
-    def initial_checkpoint(self, previous: FilesystemCheckpoint | None) -> FilesystemCheckpoint:
-        """A new run remembers the last completed run's files for change and deletion detection."""
-        return FilesystemCheckpoint(previous=previous.current if previous else {})
-
     async def run_step(self, checkpoint: FilesystemCheckpoint) -> StepResult[FilesystemCheckpoint]:
         """Handle the next batch of files after the cursor."""
         if self._listing is None:
             self._listing = await asyncio.to_thread(self._list)
         start = 0 if checkpoint.cursor is None else bisect.bisect_right(self._listing, checkpoint.cursor)
         batch = self._listing[start : start + self.config.batch_size]
-        documents, failures, current = [], [], dict(checkpoint.current)
-        for rel in batch:
-            began = time.monotonic()
-            doc, state, failure = await asyncio.to_thread(self._read, rel, checkpoint.previous.get(rel))
+        stored = await self.data.get(FILES, batch, previous=True)
+        before = [None if raw is None else FileState.load(raw) for raw in stored]
+        if self.config.max_files_per_second:
+            results = []
+            for rel, seen in zip(batch, before, strict=True):
+                began = time.monotonic()
+                results.append(await asyncio.to_thread(self._read, rel, seen))
+                await asyncio.sleep(max(0.0, 1 / self.config.max_files_per_second - (time.monotonic() - began)))
+        else:  # one thread hop for the whole batch
+            results = await asyncio.to_thread(lambda: [self._read(r, b) for r, b in zip(batch, before, strict=True)])
+        documents: list[Document] = []
+        failures: list[ItemFailure] = []
+        current: dict[str, str] = {}
+        for rel, (doc, state, failure) in zip(batch, results, strict=True):
             if failure is not None:
                 failures.append(failure)
             if state is not None:
-                current[rel] = state
+                current[rel] = state.dump()
             if doc is not None:
                 documents.append(doc)
-            if self.config.max_files_per_second:
-                await asyncio.sleep(max(0.0, 1 / self.config.max_files_per_second - (time.monotonic() - began)))
         done = start + len(batch) >= len(self._listing)
         if done:
-            root = self.config.root.resolve()
-            documents.extend(
-                Document.tombstone(str(root / rel), stable_id(str(root / rel)))
-                for rel in sorted(set(checkpoint.previous) - set(current))
-            )
+            documents += await self._tombstones(current)
+        changes = StateChanges()
+        changes.put(FILES, current)
+        cursor = batch[-1] if batch else checkpoint.cursor
         next_checkpoint = checkpoint.model_copy(
-            update={
-                "cursor": batch[-1] if batch else checkpoint.cursor,
-                "total": len(self._listing),
-                "current": current,
-                "has_more": not done,
-            }
+            update={"cursor": cursor, "total": len(self._listing), "has_more": not done}
         )
         return StepResult(
             documents=documents,
@@ -114,7 +127,18 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
             checkpoint=next_checkpoint,
             processed=len(batch),
             total=len(self._listing),
+            changes=changes,
         )
+
+    async def _tombstones(self, pending: dict[str, str]) -> list[Document]:
+        """Files the last completed run saw that this run did not (``pending``: the last step's states)."""
+        root = self.config.root.resolve()
+        gone: list[str] = []
+        async for chunk in self.data.scan(FILES, previous=True):
+            rels = [rel for rel, _ in chunk if rel not in pending]
+            now = await self.data.get(FILES, rels)
+            gone += [rel for rel, state in zip(rels, now, strict=True) if state is None]
+        return [Document.tombstone(str(root / rel), stable_id(str(root / rel))) for rel in sorted(gone)]
 
     def _list(self) -> list[str]:
         root = self.config.root.resolve()

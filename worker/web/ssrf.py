@@ -1,8 +1,13 @@
-"""The address guard: a crawl never reaches private, loopback, link-local or metadata addresses.
+"""The address guard: a crawl only reaches globally routable addresses.
 
 Every request (pages, robots.txt, sitemaps, each redirect hop) is checked: the host is resolved
-and *every* address it resolves to must be public, unless it falls in an allowed network. IP
-literals are checked without DNS. Residual risk: DNS answers that change between this check and
+and *every* address it resolves to must be global in the standard library's sense
+(``ipaddress``' ``is_global``: IANA's special-purpose registries, so loopback, private, link-local
+and cloud metadata, shared address space 100.64.0.0/10 with Alibaba Cloud's 100.100.100.200,
+benchmarking, documentation, reserved ... are all refused) and not multicast, unless it falls in
+an allowed network. IPv6 forms that carry an IPv4 address (IPv4-mapped, IPv4-compatible, 6to4,
+Teredo, NAT64 64:ff9b::/96) are judged by the IPv4 address they carry. IP literals are checked
+without DNS. Residual risk: DNS answers that change between this check and
 the HTTP client's own resolution (rebinding) are not pinned; run crawlers in a network that also
 blocks egress to internal ranges for defence in depth.
 """
@@ -31,17 +36,41 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+
+
+def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, str] | None:
+    """The IPv4 address an IPv6 address carries, and the form that carries it."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    forms = (
+        ("IPv4-mapped", address.ipv4_mapped),
+        ("6to4", address.sixtofour),
+        ("Teredo", address.teredo[1] if address.teredo else None),
+        ("NAT64", low32 if address in NAT64 else None),
+        ("IPv4-compatible", low32 if 1 < int(address) < 2**32 else None),
+    )
+    return next(((inner, form) for form, inner in forms if inner is not None), None)
+
+
 def forbidden_reason(address: IPAddress) -> str | None:
-    """Why ``address`` is not public, or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    """Why ``address`` may not be reached, or None."""
+    carried = embedded_ipv4(address)
+    if carried is not None:
+        inner, form = carried
+        reason = forbidden_reason(inner)
+        return f"{reason} ({form} {inner})" if reason else None
     checks = (
         ("loopback", address.is_loopback),
         ("link-local (cloud metadata)", address.is_link_local),
+        ("shared address space 100.64.0.0/10 (cloud metadata)", address in SHARED),
         ("private", address.is_private),
         ("unspecified", address.is_unspecified),
         ("multicast", address.is_multicast),
         ("reserved", address.is_reserved),
+        ("not globally routable", not address.is_global),
     )
     return next((name for name, hit in checks if hit), None)
 
@@ -59,7 +88,8 @@ class AddressGuard:
 
     def _check(self, host: str, address: str) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if any(ip in net for net in self.allowed):
+        carried = embedded_ipv4(ip)
+        if any(ip in net or (carried is not None and carried[0] in net) for net in self.allowed):
             return
         reason = forbidden_reason(ip)
         if reason:

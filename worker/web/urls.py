@@ -21,8 +21,12 @@ def absolute(href: str, base: str) -> str | None:
     href = href.strip()
     if not href or href.startswith(("javascript:", "mailto:", "tel:", "data:")):
         return None
-    url = urljoin(base, href)
-    parts = urlsplit(url)
+    try:
+        url = urljoin(base, href)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
     return urlunsplit(parts._replace(fragment=""))
@@ -73,9 +77,20 @@ def trap_reason(url: str, *, max_length: int, max_segments: int, max_query_param
     return None
 
 
+def host_port(url: str) -> str:
+    """``url``'s host key and its port unless it is the scheme's default: what "the same host" compares."""
+    parts = urlsplit(url)
+    host = host_key(parts.hostname or "")
+    try:
+        port = parts.port
+    except ValueError:
+        return host + ":invalid"
+    return host if port is None or port == DEFAULT_PORTS.get(parts.scheme.lower()) else f"{host}:{port}"
+
+
 def in_host_scope(url: str, roots: Iterable[str], *, allow_subdomains: bool) -> bool:
-    """Whether ``url``'s host is one of ``roots`` (``www.`` ignored), or a subdomain when allowed."""
-    host = host_key(urlsplit(url).hostname or "")
+    """Whether ``url``'s host and port are one of ``roots`` (``www.`` ignored), or a subdomain when allowed."""
+    host = host_port(url)
     return any(host == root or (allow_subdomains and host.endswith("." + root)) for root in roots)
 
 
