@@ -63,3 +63,18 @@ async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., S
         assert await queue.getJobState(job_id) == "prioritized"
     finally:
         await queue.close()
+
+
+def test_exit_codes_say_what_failed_redis_or_a_file(tmp_path: Path) -> None:
+    """An unreachable Redis is exit 3 naming Redis (password hidden); a file problem is exit 1 naming the file."""
+    down = run_cli("enqueue", "--connector", "mock", "--connector-id", "m",
+                   redis_url="redis://:s3cret@127.0.0.1:1/0", redis_connect_timeout_s=0.5)
+    assert down.returncode == 3, down.stderr
+    assert "Redis unreachable at redis://:***@127.0.0.1:1/0" in down.stderr
+    assert "s3cret" not in down.stderr
+    folder = tmp_path / "catalog-is-a-directory"
+    folder.mkdir()
+    bad_file = run_cli("check", catalog_file=folder)
+    assert bad_file.returncode == 1, bad_file.stderr
+    assert str(folder) in bad_file.stderr
+    assert "Redis" not in bad_file.stderr

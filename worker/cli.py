@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from worker import __version__, loop, systemd
 from worker.app import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, App
 from worker.catalog import Catalog
@@ -150,7 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return RET_CONFIG
     except KeyboardInterrupt:
         return RET_ERROR
-    except OSError as exc:
-        print(f"crawl-worker: {exc}", file=sys.stderr)
+    except (RedisError, ConnectionError) as exc:  # redis-py's ConnectionError, or a refused socket
+        print(f"crawl-worker: Redis unreachable at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return RET_CONNECT
+    except OSError as exc:  # a file, a port, a permission: say which, not "Redis"
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"crawl-worker: {exc.strerror or exc}{where}", file=sys.stderr)
+        return RET_ERROR
     return RET_ERROR

@@ -48,7 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import job_hash, repeat
 from worker.connections import AutoPipeline, RedisClient, ScriptCall, make_client
-from worker.errors import LeaseLost, PermanentError, RetryLater
+from worker.errors import Next, RetryLater, classify
 from worker.handler import ActiveJob, Completion, Handler
 from worker.logs import get_logger
 from worker.queue import node_client_name
@@ -548,13 +548,16 @@ class QueueWorker:
         )
         try:
             return await self._handler(active)
-        except PermanentError as exc:
-            raise UnrecoverableError(str(exc)) from exc
-        except RetryLater as exc:
-            await job.moveToDelayed(round((time.time() + exc.delay_s) * 1000), token)
-            raise DelayedError(str(exc)) from exc
-        except LeaseLost as exc:
-            raise DelayedError(str(exc)) from exc  # another worker owns the job now: leave it alone
+        except Exception as exc:
+            next_step = classify(exc)
+            if next_step is Next.FAIL:
+                raise UnrecoverableError(str(exc)) from exc
+            if isinstance(exc, RetryLater):  # Next.LATER
+                await job.moveToDelayed(round((time.time() + exc.delay_s) * 1000), token)
+                raise DelayedError(str(exc)) from exc
+            if next_step is Next.ABANDON:  # another worker owns the job now: leave it alone
+                raise DelayedError(str(exc)) from exc
+            raise  # Next.RETRY: bullmq applies the job's attempts and backoff
         finally:
             self._handoffs.pop(job.id, None)
 

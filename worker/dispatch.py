@@ -6,7 +6,6 @@ maps the errors raised here onto bullmq's retry semantics.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -29,11 +28,11 @@ from worker.errors import (
     InstanceBusy,
     InvalidConnectorConfig,
     InvalidJobData,
-    LeaseLost,
-    PermanentError,
+    Next,
     RetryLater,
     UnconfiguredInstance,
     UnknownConnector,
+    classify,
     error_class,
 )
 from worker.handler import ActiveJob, Completion
@@ -42,7 +41,7 @@ from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import CrawlingJobData, JobOutcome, job_name
 from worker.progress import ProgressReporter
-from worker.runner import CrawlRequest, Runner
+from worker.runner import CrawlRequest, Runner, lease_token
 from worker.settings import Settings
 from worker.stats import StatsRecorder
 from worker.sync_events import SyncEventPublisher
@@ -190,7 +189,7 @@ class Dispatcher:
             config_hash=entry.config_hash,
             job_id=job.id,
             attempt=job.attempt,
-            lease_token=f"job:{job.id}|{self.worker_name}|{self._token_prefix}{next(self._tokens):x}",
+            lease_token=lease_token(job.id, f"{self.worker_name}|{self._token_prefix}{next(self._tokens):x}"),
         )
         progress = ProgressReporter(
             job.update_progress, fmt=self.settings.progress_format, interval_s=self.settings.progress_interval_s
@@ -251,20 +250,20 @@ class Dispatcher:
 
     def _on_error(self, job: ActiveJob, connector: str, exc: BaseException, started: float) -> None:
         """Log and count an error with the outcome bullmq will give it."""
-        cls = error_class(exc)
-        if isinstance(exc, LeaseLost | asyncio.CancelledError):
+        cls, next_step = error_class(exc), classify(exc)
+        if next_step is Next.ABANDON:
             log.warning("job.abandoned", reason=str(exc) or type(exc).__name__)
             if connector != "other":
                 self._finished(job, connector, "abandoned", started)
             return
-        if isinstance(exc, RetryLater):
+        if isinstance(exc, RetryLater):  # Next.LATER
             reason = "handoff" if isinstance(exc, HandOff) else "busy" if isinstance(exc, InstanceBusy) else "later"
             log.info("job.delayed", reason=reason, delay_s=exc.delay_s, message=str(exc))
             if self.metrics:
                 self.metrics.job_delayed(connector, reason)
             self._finished(job, connector, "handed_off" if reason == "handoff" else "delayed", started)
             return
-        final = isinstance(exc, PermanentError) or not isinstance(exc, Exception) or job.attempt >= job.max_attempts
+        final = next_step is Next.FAIL or job.attempt >= job.max_attempts
         outcome = "failed" if final else "retried"
         log.warning("job.failed" if final else "job.retrying", error=str(exc), error_class=cls)
         if connector == "other" and self.metrics:

@@ -6,10 +6,15 @@
 - :class:`RetryLater`: the job goes back to delayed for ``delay_s`` without spending an attempt
   (a source's Retry-After, an instance already being crawled, a shutdown hand-off).
 
-The mapping to bullmq's ``UnrecoverableError`` / ``DelayedError`` lives in ``worker.queue`` only.
+:func:`classify` decides a job's next step from any exception, once: the dispatcher logs and counts
+by it, and the queue adapter (``worker.consumer``) maps it onto bullmq's ``UnrecoverableError`` /
+``DelayedError``.
 """
 
 from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
 
 
 class CrawlWorkerError(Exception):
@@ -77,6 +82,26 @@ class HandOff(RetryLater):
 
 class LeaseLost(CrawlWorkerError):
     """Another worker took over this instance (fencing): stop without writing."""
+
+
+class Next(StrEnum):
+    """What happens to a job after an exception."""
+
+    FAIL = "fail"  # failed now, no attempts spent on it
+    RETRY = "retry"  # the job's attempts and backoff apply (failed when none are left)
+    LATER = "later"  # back to delayed for RetryLater.delay_s, no attempt spent
+    ABANDON = "abandon"  # another worker owns the job now, or this one is being stopped: leave it alone
+
+
+def classify(exc: BaseException) -> Next:
+    """The one place that decides what an exception means for the job that raised it."""
+    if isinstance(exc, LeaseLost | asyncio.CancelledError):
+        return Next.ABANDON
+    if isinstance(exc, RetryLater):
+        return Next.LATER
+    if isinstance(exc, PermanentError) or not isinstance(exc, Exception):
+        return Next.FAIL
+    return Next.RETRY
 
 
 def error_class(exc: BaseException) -> str:

@@ -40,6 +40,16 @@ from worker.sinks.base import InstanceRef, Sink
 log = get_logger(__name__)
 
 
+def takeover_prefix(job_id: str) -> str:
+    """What every lease token of ``job_id`` starts with: a later attempt of the same job may take over."""
+    return f"job:{job_id}|"
+
+
+def lease_token(job_id: str, holder: str) -> str:
+    """The lease token of one attempt: the job's takeover prefix, then a holder unique to the attempt."""
+    return takeover_prefix(job_id) + holder
+
+
 @dataclass(frozen=True)
 class CrawlRequest:
     """One attempt at crawling one instance."""
@@ -55,7 +65,7 @@ class CrawlRequest:
     @property
     def takeover_prefix(self) -> str:
         """Lease tokens of earlier attempts of this same job start with this."""
-        return f"job:{self.job_id}|"
+        return takeover_prefix(self.job_id)
 
     @property
     def instance_key(self) -> str:
