@@ -25,6 +25,14 @@ def _redis_available() -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def _no_worker_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see (and the workers they start inherit) no CRAWL_WORKER_* variable of the caller's shell."""
+    for name in list(os.environ):
+        if name.upper().startswith("CRAWL_WORKER_") and name.upper() != "CRAWL_WORKER_TEST_REDIS_URL":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The test Redis; skipped locally when missing, an error in CI."""
