@@ -7,7 +7,6 @@ Errors are JSON ``{"error": {"status": ..., "message": ...}}``.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,13 +16,14 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from worker import __version__
+from worker.auth import Role, require_tokens, role_of
 from worker.connections import make_client
-from worker.errors import ConfigError, InvalidJobData
+from worker.errors import InvalidJobData
 from worker.jobs import JobFilter, JobPage
 from worker.logs import get_logger
 from worker.models import JobStatus, State
@@ -71,10 +71,6 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-def _matches(given: str, expected: SecretStr | None) -> bool:
-    return expected is not None and hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
-
-
 def _fail(status: int, message: str) -> HTTPException:
     return HTTPException(status, message, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
@@ -110,26 +106,24 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per operation
     """The API for ``settings.queue_name``. Raises ConfigError when no token is configured."""
-    read_token, admin_token = settings.api_read_token, settings.api_admin_token
-    if not (read_token and read_token.get_secret_value()) and not (admin_token and admin_token.get_secret_value()):
-        raise ConfigError("the job API needs api_read_token and/or api_admin_token; refusing to serve without auth")
+    require_tokens(settings)
     client = make_client(settings)
     ops = Operations(settings, client)
 
     def reader(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if creds is None:
             raise _fail(401, "missing bearer token")
-        if not (_matches(creds.credentials, read_token) or _matches(creds.credentials, admin_token)):
+        if role_of(creds.credentials, settings) is None:
             raise _fail(401, "invalid token")
 
     def admin(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if creds is None:
             raise _fail(401, "missing bearer token")
-        if _matches(creds.credentials, admin_token):
-            return
-        if _matches(creds.credentials, read_token):
+        role = role_of(creds.credentials, settings)
+        if role is Role.READ:
             raise _fail(403, "this operation needs the admin token")
-        raise _fail(401, "invalid token")
+        if role is None:
+            raise _fail(401, "invalid token")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

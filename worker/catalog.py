@@ -127,6 +127,11 @@ class Catalog:
         """All configured connectorIds."""
         return sorted(self._entries)
 
+    def entries(self) -> list[tuple[str, InstanceEntry]]:
+        """Every (connectorId, entry), after checking the file for changes."""
+        self._reload()
+        return sorted(self._entries.items())
+
     def get(self, connector_id: str) -> InstanceEntry:
         """The entry for ``connector_id``; UnconfiguredInstance if there is none.
 

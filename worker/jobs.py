@@ -36,18 +36,24 @@ class JobFilter(BaseModel):
     org_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: Text the job's data (as stored, JSON) must contain, case-insensitive.
+    text: str | None = None
 
     @property
     def needs_scan(self) -> bool:
         """True when the filter looks inside job hashes (not just at state sets)."""
         return any(
             v is not None
-            for v in (self.connector, self.connector_id, self.org_id, self.created_after, self.created_before)
+            for v in (
+                self.connector, self.connector_id, self.org_id, self.created_after, self.created_before, self.text
+            )
         )
 
-    def matches(self, data: Any, timestamp: int) -> bool:
-        """Does a job with this data and creation time (ms) match?"""
+    def matches(self, data: Any, timestamp: int, raw: str | None = None) -> bool:
+        """Does a job with this data, creation time (ms) and stored data text (``raw``) match?"""
         checks = []
+        if self.text:
+            checks.append(self.text.casefold() in (raw or "").casefold())
         if self.created_after is not None:
             checks.append(timestamp >= self.created_after.timestamp() * 1000)
         if self.created_before is not None:
@@ -166,7 +172,7 @@ async def _scan(client: RedisClient, keys: Keys, flt: JobFilter) -> AsyncIterato
                     state = _active_state(next(results))
                     if flt.state is not None and state != flt.state:
                         continue
-                if ts is not None and flt.matches(_decode(raw), int(float(ts))):
+                if ts is not None and flt.matches(_decode(raw), int(float(ts)), raw):
                     yield job_id, state
             if len(ids) < CHUNK:
                 break

@@ -72,25 +72,43 @@ class _Stats:
     states: dict[str, QueueState] = field(default_factory=dict)
 
 
-def count_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> int:
-    """Connected workers of ``queue`` in a CLIENT LIST reply.
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One connected worker of a queue, from CLIENT LIST: its name, address and connection age."""
+
+    name: str
+    addr: str
+    age_s: int
+
+
+def list_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> list[WorkerInfo]:
+    """Connected workers of ``queue`` in a CLIENT LIST reply, oldest first.
 
     Node BullMQ names a worker's connections ``<prefix>:<base64(queue)>`` (unnamed worker) or
     ``...:w:<name>`` (what ``getWorkers()`` and our workers use, see ``worker/queue.py``); the
     Python port uses ``<prefix>:<queue>`` the same way. A worker may hold several connections
-    with its name, so named workers are counted once.
+    with its name, so a named worker is listed once (with its oldest connection).
     """
     bases = {f"{prefix}:{base64.b64encode(queue.encode()).decode()}", f"{prefix}:{queue}"}
-    named: set[str] = set()
-    unnamed = 0
+    named: dict[str, WorkerInfo] = {}
+    unnamed: list[WorkerInfo] = []
     entries = client_list if isinstance(client_list, list) else _parse_client_list(client_list)
     for entry in entries:
         name = str(entry.get("name") or "")
-        if any(name.startswith(f"{base}:w:") for base in bases):
-            named.add(name)
+        info = WorkerInfo(name, str(entry.get("addr") or ""), _int(entry.get("age")))
+        base = next((b for b in bases if name.startswith(f"{b}:w:")), None)
+        if base is not None:
+            short = name[len(base) + 3 :]
+            if short not in named or named[short].age_s < info.age_s:
+                named[short] = WorkerInfo(short, info.addr, info.age_s)
         elif name in bases:
-            unnamed += 1
-    return len(named) + unnamed
+            unnamed.append(WorkerInfo("(unnamed)", info.addr, info.age_s))
+    return sorted([*named.values(), *unnamed], key=lambda w: -w.age_s)
+
+
+def count_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> int:
+    """How many workers of ``queue`` a CLIENT LIST reply shows (see :func:`list_workers`)."""
+    return len(list_workers(client_list, prefix, queue))
 
 
 def _parse_client_list(text: str) -> list[dict[str, Any]]:
