@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from redis.exceptions import RedisError
@@ -31,6 +31,7 @@ from worker.operations import CLEANABLE, JobNotFound, Operations, WrongState
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import JobStats, Period
+from worker.ui import install as install_dashboard
 
 log = get_logger(__name__)
 JobId = Annotated[str, Path(min_length=1, max_length=512, description="BullMQ job id")]
@@ -140,10 +141,17 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     )
     read = [Depends(reader)]
     write = [Depends(admin)]
+    dashboard = install_dashboard(app, settings, client, ops)
+
+    def respond(request: Request, status: int, message: str) -> Response:
+        """An error as the dashboard's HTML page under /ui, else as the API's JSON."""
+        if request.url.path.startswith("/ui"):
+            return dashboard.error(status, message, dashboard.session(request))
+        return _error(status, message)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return respond(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -163,13 +171,13 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
         return _error(422, str(exc))
 
     @app.exception_handler(RedisError)
-    async def redis_down(_: Request, exc: RedisError) -> JSONResponse:
-        return _error(503, f"redis unavailable: {type(exc).__name__}")
+    async def redis_down(request: Request, exc: RedisError) -> Response:
+        return respond(request, 503, f"redis unavailable: {type(exc).__name__}")
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("api.error", error=str(exc), error_type=type(exc).__name__)
-        return _error(500, f"internal error ({type(exc).__name__})")
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("api.error", error=str(exc), error_type=type(exc).__name__, path=request.url.path)
+        return respond(request, 500, f"internal error ({type(exc).__name__})")
 
     @app.get("/v1/jobs", dependencies=read, tags=["jobs"])
     async def list_jobs(

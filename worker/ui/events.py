@@ -87,7 +87,7 @@ async def stream(client: RedisClient, keys: Keys, since: str | None) -> AsyncIte
     last = entry_id(since) or await last_id(client, keys)
     yield "retry: 2000\n\n"
     while True:
-        reply: list[Any] = await client.xread({keys.key("events"): last}, count=BATCH, block=BLOCK_MS)
+        reply: Any = await client.xread({keys.key("events"): last}, count=BATCH, block=BLOCK_MS)
         if not reply:
             yield ": idle\n\n"  # keeps proxies from closing a quiet stream
             continue

@@ -1,0 +1,48 @@
+"""Fixtures for the dashboard tests: the API app (dashboard included) on a loopback port, signed-in clients."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from tests.api.conftest import ADMIN, READ, serve
+from worker.settings import Settings
+
+
+@pytest.fixture
+def ui_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Settings with both tokens, progress written at once."""
+    return make_settings(api_read_token=READ, api_admin_token=ADMIN, progress_interval_s=0)
+
+
+@pytest.fixture
+async def site(ui_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the served app (not signed in)."""
+    async with serve(ui_settings) as client:
+        yield client
+
+
+async def sign_in(client: httpx.AsyncClient, token: str) -> str:
+    """Sign ``client`` in through the form; returns the session's CSRF token."""
+    form = await client.get("/ui/login")
+    login_csrf = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+    assert login_csrf is not None
+    done = await client.post("/ui/login", data={"token": token, "login_csrf": login_csrf[1], "next": "/ui/"})
+    assert done.status_code == 303, done.text
+    page = await client.get("/ui/")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    return csrf[1]
+
+
+@pytest.fixture
+def signed_in(site: httpx.AsyncClient) -> Callable[[str], object]:
+    """Sign the site's client in with a token; returns its CSRF token."""
+
+    async def run(token: str) -> str:
+        return await sign_in(site, token)
+
+    return run
