@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bullmq import Queue, Worker
+from bullmq import Worker
 
 from tests.api.conftest import ADMIN, READ, serve
-from tests.helpers import add_crawl, catalog_of, crawl_job, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, crawl_job, fail_jobs, open_queue, running_app, wait_state
 from tests.ui.browser import chromium
 from worker.catalog import Catalog
 from worker.queue import producer_job_options
@@ -47,24 +47,6 @@ async def until(page: Any, expression: str, timeout: float = 20.0) -> Any:
             raise AssertionError(f"timed out waiting for {expression}")
         await asyncio.sleep(0.02)
     return value
-
-
-async def fail_jobs(settings: Settings, queue: Queue, *instances: tuple[str, str]) -> list[str]:
-    """Put one failed job per (connectorId, orgId), as a worker would leave it."""
-    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
-    ids = []
-    try:
-        for connector_id, org_id in instances:
-            name, data = crawl_job("mock", connector_id, org_id=org_id)
-            job = await queue.add(name, data, {**producer_job_options(), "priority": 0, "attempts": 1})
-            fetched = await worker.getNextJob(f"t-{connector_id}")
-            assert fetched is not None
-            assert fetched.id == job.id
-            await fetched.moveToFailed(RuntimeError(f"source of {connector_id} unreachable"), f"t-{connector_id}")
-            ids.append(str(job.id))
-    finally:
-        await worker.close(force=True)
-    return ids
 
 
 async def test_progress_moves_live_while_the_job_runs(ui_settings: Settings) -> None:
@@ -120,7 +102,8 @@ async def test_retry_all_failed_with_a_filter_retries_exactly_the_matching_jobs(
     """Failed jobs filtered by orgId on the jobs page: "retry all" moves those two back to waiting, not the third."""
     queue = open_queue(ui_settings)
     try:
-        a1, a2, b1 = await fail_jobs(ui_settings, queue, ("x1", "org-a"), ("x2", "org-a"), ("y1", "org-b"))
+        specs = [("mock", "x1", "org-a"), ("mock", "x2", "org-a"), ("mock", "y1", "org-b")]
+        a1, a2, b1 = await fail_jobs(ui_settings, specs)
         async with dashboard(ui_settings) as (base, page):
             await sign_in(page, base, ADMIN, "/ui/jobs?state=failed&orgId=org-a")
             assert await page.text_content("[data-total]") == "2"
@@ -139,7 +122,7 @@ async def test_a_read_session_sees_no_action_and_a_forged_action_gets_403(ui_set
     """Signed in with the read token: no action form on any page; a hand-made retry POST is refused with 403."""
     queue = open_queue(ui_settings)
     try:
-        (failed,) = await fail_jobs(ui_settings, queue, ("r1", "org-r"))
+        (failed,) = await fail_jobs(ui_settings, [("mock", "r1", "org-r")])
         async with dashboard(ui_settings) as (base, page):
             await sign_in(page, base, READ)
             for target in ("/ui/", f"/ui/jobs/{failed}", "/ui/jobs?state=failed", "/ui/failures", "/ui/instances"):
