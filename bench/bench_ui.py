@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-import uvicorn
 
 from bench.bench_api import JOBS, _drop, _fill, _fill_stats
 from worker.api import create_app
 from worker.auth import Role
+from worker.serving import bind, serving
 from worker.settings import Settings
 from worker.ui.sessions import SESSION_COOKIE, Signer
 
@@ -33,23 +33,11 @@ TOKEN = "bench-read-token-0123456789"
 
 @contextlib.asynccontextmanager
 async def _served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     cookie = Signer(settings).issue(Role.READ)
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", cookies={SESSION_COOKIE: cookie}, timeout=60
-        ) as client:
+    async with serving(create_app(settings), bind("127.0.0.1", 0)) as port:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, cookies={SESSION_COOKIE: cookie}, timeout=60) as client:
             yield client
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
 
 
 async def _measure(client: httpx.AsyncClient, path: str, runs: int, goal_ms: float | None) -> dict[str, Any]:

@@ -113,8 +113,12 @@ class Dashboard:
         return self.signer.session(request.cookies.get(SESSION_COOKIE))
 
     async def context(self, request: Request, session: Session, **values: Any) -> dict[str, Any]:
-        """What every page's template gets: queue, session, flash message, live-updates URL."""
-        since = await events.last_id(self.client, self.keys)
+        """What every page's template gets: queue, session, flash message, live-updates URL.
+
+        Live updates start at the events stream position read *before* the page read any state
+        (:func:`build_router`'s guard), so nothing that happens while the page renders is missed.
+        """
+        since = getattr(request.state, "events_since", None) or await events.last_id(self.client, self.keys)
         return {
             "queue": self.keys.queue,
             "session": session,
@@ -165,6 +169,7 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
             session = dash.session(request)
             if session is None:
                 return _login_redirect(request)
+            request.state.events_since = await events.last_id(dash.client, dash.keys)
             return await handler(request, session)
 
         return run
