@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from bench.bench_api import JOBS, _drop, _fill, _fill_stats
+from bench.bench_api import JOBS, filled
 from worker.api import create_app
 from worker.auth import Role
 from worker.serving import bind, serving
@@ -72,28 +72,20 @@ async def _run(redis_url: str, out_dir: pathlib.Path) -> dict[str, Any]:
         catalog_file=out_dir / "catalog.toml", metrics_enabled=False,
     )  # fmt: skip
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        now_s = time.time()
-        t0 = time.perf_counter()
-        await _fill(client, base, int(now_s * 1000))
-        await _fill_stats(client, base, now_s)
-        fill_s = time.perf_counter() - t0
-        async with _served(settings) as http:
-            rows = [
-                await _measure(http, "/ui/jobs", 200, 100),
-                await _measure(http, "/ui/jobs?state=completed", 200, 100),
-                await _measure(http, "/ui/jobs?state=failed&per=100", 100, 100),
-                await _measure(http, "/ui/jobs?state=completed&page=1500", 100, 100),
-                await _measure(http, "/ui/jobs/50000", 200, 100),
-                await _measure(http, "/ui/", 100, None),
-                await _measure(http, "/ui/failures", 20, None),
-                await _measure(http, "/ui/instances", 20, None),
-                await _measure(http, "/ui/jobs?connector=slack&orgId=org-3", 3, None),
-                await _measure(http, "/ui/jobs?q=c42%22", 3, None),
-            ]
-    finally:
-        await _drop(client, base)
-        await client.aclose()
+    async with filled(client, base) as (_, fill_s), _served(settings) as http:
+        rows = [
+            await _measure(http, "/ui/jobs", 200, 100),
+            await _measure(http, "/ui/jobs?state=completed", 200, 100),
+            await _measure(http, "/ui/jobs?state=failed&per=100", 100, 100),
+            await _measure(http, "/ui/jobs?state=completed&page=1500", 100, 100),
+            await _measure(http, "/ui/jobs/50000", 200, 100),
+            await _measure(http, "/ui/", 100, None),
+            await _measure(http, "/ui/failures", 20, None),
+            await _measure(http, "/ui/instances", 20, None),
+            await _measure(http, "/ui/jobs?connector=slack&orgId=org-3", 3, None),
+            await _measure(http, "/ui/jobs?q=c42%22", 3, None),
+        ]
+    await client.aclose()
     notes = (
         f"{JOBS:,} bullmq-shaped jobs (bench_api's fill: 98,010 completed, 1,000 failed, 990 waiting) written in "
         f"{fill_s:.1f} s. Each row is one page fetched over loopback HTTP by a signed-in client in the server's "

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bullmq import Worker
 
 from tests.api.conftest import ADMIN, READ, serve
-from tests.helpers import add_crawl, catalog_of, crawl_job, fail_jobs, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, fail_jobs, open_queue, running_app, wait_state
 from tests.ui.browser import chromium
+from tests.ui.conftest import Manual
 from worker.catalog import Catalog
-from worker.queue import producer_job_options
 from worker.settings import Settings
 
 pytestmark = pytest.mark.browser
@@ -141,26 +140,16 @@ async def test_a_read_session_sees_no_action_and_a_forged_action_gets_403(ui_set
         await queue.close()
 
 
-async def test_markup_in_job_data_logs_and_reasons_renders_as_inert_text(ui_settings: Settings) -> None:
+async def test_markup_in_job_data_logs_and_reasons_renders_as_inert_text(ui_settings: Settings, manual: Manual) -> None:
     """<img onerror> and <script> in connectorId, metadata, a log line and failedReason show as text; nothing runs."""
-    queue = open_queue(ui_settings)
-    worker = Worker(ui_settings.queue_name, None, {"connection": ui_settings.redis_url, "autorun": False})
-    try:
-        name, data = crawl_job(XSS_IMG, XSS_SCRIPT)
-        data["metadata"] = {"title": XSS_IMG + XSS_SCRIPT}
-        job = await queue.add(name, data, {**producer_job_options(), "priority": 0, "attempts": 1})
-        fetched = await worker.getNextJob("t-xss")
-        assert fetched is not None
-        await fetched.log(f"fetched {XSS_SCRIPT} {XSS_IMG}")
-        await fetched.moveToFailed(RuntimeError(f"bad page {XSS_IMG}"), "t-xss")
-        async with dashboard(ui_settings) as (base, page):
-            await sign_in(page, base, ADMIN)
-            for target in (f"/ui/jobs/{job.id}", "/ui/jobs", "/ui/failures", "/ui/instances", "/ui/jobs?q=onerror"):
-                await page.goto(f"{base}{target}")
-                await asyncio.sleep(0.2)  # an injected onerror would have fired by now
-                assert await page.evaluate("window.__xss") is None, target
-                assert await page.locator("img, main script").count() == 0, target
-                assert "<img src=x onerror=" in (await page.text_content("main") or ""), target
-    finally:
-        await worker.close(force=True)
-        await queue.close()
+    job = await manual.take(XSS_SCRIPT, connector=XSS_IMG, extra={"metadata": {"title": XSS_IMG + XSS_SCRIPT}})
+    await job.log(f"fetched {XSS_SCRIPT} {XSS_IMG}")
+    await job.moveToFailed(RuntimeError(f"bad page {XSS_IMG}"), f"t-{XSS_SCRIPT}")
+    async with dashboard(ui_settings) as (base, page):
+        await sign_in(page, base, ADMIN)
+        for target in (f"/ui/jobs/{job.id}", "/ui/jobs", "/ui/failures", "/ui/instances", "/ui/jobs?q=onerror"):
+            await page.goto(f"{base}{target}")
+            await asyncio.sleep(0.2)  # an injected onerror would have fired by now
+            assert await page.evaluate("window.__xss") is None, target
+            assert await page.locator("img, main script").count() == 0, target
+            assert "<img src=x onerror=" in (await page.text_content("main") or ""), target

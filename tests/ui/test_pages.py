@@ -7,11 +7,10 @@ import re
 import time
 
 import httpx
-from bullmq import Job, Worker
 
 from tests.api.conftest import ADMIN, READ, place_jobs
 from tests.helpers import add_crawl, catalog_of, fail_jobs, open_queue, running_app, wait_state
-from tests.ui.conftest import sign_in
+from tests.ui.conftest import Manual, sign_in
 from worker.connections import make_client
 from worker.models import ScheduleConfig, ScheduleType
 from worker.operations import Operations
@@ -144,29 +143,19 @@ async def test_jobs_page_searches_paginates_and_counts(site: httpx.AsyncClient, 
         await queue.close()
 
 
-async def test_a_huge_return_value_is_folded_and_served_whole_as_text(
-    site: httpx.AsyncClient, ui_settings: Settings
-) -> None:
+async def test_a_huge_return_value_is_folded_and_served_whole_as_text(site: httpx.AsyncClient, manual: Manual) -> None:
     """A 2 MB return value: the job page stays small and links to the whole value, served as inert text/plain."""
-    queue = open_queue(ui_settings)
-    worker = Worker(ui_settings.queue_name, None, {"connection": ui_settings.redis_url, "autorun": False})
-    try:
-        job_id = await add_crawl(queue, "mock", "big", priority=0)
-        job = await worker.getNextJob("t-big")
-        assert job is not None
-        big = {"pages": ["<b>é</b>" * 200] * 1200}
-        await job.moveToCompleted(big, "t-big")
-        await sign_in(site, READ)
-        page = await site.get(f"/ui/jobs/{job_id}")
-        assert len(page.text) < 100_000
-        assert f'href="/ui/jobs/{job_id}/raw/returnvalue"' in page.text
-        assert "&lt;b&gt;" in page.text
-        raw = await site.get(f"/ui/jobs/{job_id}/raw/returnvalue")
-        assert raw.headers["content-type"].startswith("text/plain")
-        assert json.loads(raw.text) == big
-    finally:
-        await worker.close(force=True)
-        await queue.close()
+    job = await manual.take("big")
+    big = {"pages": ["<b>é</b>" * 200] * 1200}
+    await job.moveToCompleted(big, "t-big")
+    await sign_in(site, READ)
+    page = await site.get(f"/ui/jobs/{job.id}")
+    assert len(page.text) < 100_000
+    assert f'href="/ui/jobs/{job.id}/raw/returnvalue"' in page.text
+    assert "&lt;b&gt;" in page.text
+    raw = await site.get(f"/ui/jobs/{job.id}/raw/returnvalue")
+    assert raw.headers["content-type"].startswith("text/plain")
+    assert json.loads(raw.text) == big
 
 
 async def test_failures_group_by_root_error_class_and_retry_one_group(
@@ -235,32 +224,24 @@ async def test_instances_show_catalog_runs_resume_point_schedule_and_last_error(
 
 
 async def test_the_event_stream_carries_progress_and_state_from_bullmqs_events(
-    site: httpx.AsyncClient, ui_settings: Settings
+    site: httpx.AsyncClient, manual: Manual
 ) -> None:
     """/ui/events relays a job's progress and completion from the events stream, without its return value."""
-    queue = open_queue(ui_settings)
-    worker = Worker(ui_settings.queue_name, None, {"connection": ui_settings.redis_url, "autorun": False})
-    try:
-        job_id = await add_crawl(queue, "mock", "live", priority=0)
-        await sign_in(site, READ)
-        async with httpx.AsyncClient(base_url=site.base_url) as stranger:
-            assert (await stranger.get("/ui/events")).status_code == 401
-        lines: list[dict[str, object]] = []
-        async with site.stream("GET", "/ui/events") as stream:
-            job: Job | None = await worker.getNextJob("t-live")
-            assert job is not None
-            await job.updateProgress({"percentage": 40, "current": 4, "total": 10})
-            await job.moveToCompleted({"secret": "x" * 1000}, "t-live")
-            deadline = time.monotonic() + 10
-            async for line in stream.aiter_lines():
-                if line.startswith("data: "):
-                    lines.append(json.loads(line[6:]))
-                if any(m.get("event") == "completed" for m in lines) or time.monotonic() > deadline:
-                    break
-        mine = [m for m in lines if m.get("jobId") == job_id]
-        assert {"event": "progress", "jobId": job_id, "state": "active", "progress": 40.0} in mine
-        assert {"event": "completed", "jobId": job_id, "state": "completed", "progress": 100.0} in mine
-        assert "secret" not in json.dumps(lines)
-    finally:
-        await worker.close(force=True)
-        await queue.close()
+    await sign_in(site, READ)
+    async with httpx.AsyncClient(base_url=site.base_url) as stranger:
+        assert (await stranger.get("/ui/events")).status_code == 401
+    lines: list[dict[str, object]] = []
+    async with site.stream("GET", "/ui/events") as stream:
+        job = await manual.take("live")
+        await job.updateProgress({"percentage": 40, "current": 4, "total": 10})
+        await job.moveToCompleted({"secret": "x" * 1000}, "t-live")
+        deadline = time.monotonic() + 10
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                lines.append(json.loads(line[6:]))
+            if any(m.get("event") == "completed" for m in lines) or time.monotonic() > deadline:
+                break
+    mine = [m for m in lines if m.get("jobId") == job.id]
+    assert {"event": "progress", "jobId": job.id, "state": "active", "progress": 40.0} in mine
+    assert {"event": "completed", "jobId": job.id, "state": "completed", "progress": 100.0} in mine
+    assert "secret" not in json.dumps(lines)
