@@ -92,7 +92,8 @@ async def _run(redis_url: str, out_dir: pathlib.Path) -> dict[str, Any]:
         "process (request, Redis reads, Jinja2 rendering, response): the jobs page reads the page's 50 hashes in one "
         "pipeline and the per-state totals in another, so its first page costs the same at 1,000 or 100,000 jobs. "
         "Searches on job data (the last two rows) filter every job of the selected states inside Redis, one Lua "
-        "call per 1,000 jobs (no goal; pick a state to narrow them). /ui/failures groups the newest 10,000 failed jobs (stack traces parsed in Redis)."
+        "call per 1,000 jobs (no goal; pick a state to narrow them). /ui/failures groups the newest 10,000 failed "
+        "jobs (stack traces parsed in Redis)."
     )
     return {"title": "Dashboard pages on 100,000 jobs (issue 16)", "rows": rows, "notes": notes}
 
