@@ -20,6 +20,12 @@ from worker.settings import Settings
 pytestmark = pytest.mark.browser
 XSS_IMG = "<img src=x onerror=\"window.__xss='img'\">"
 XSS_SCRIPT = "<script>window.__xss='script'</script>"
+#: The page's width and the elements that stick out past the screen's right edge.
+WIDER_THAN_SCREEN = """(() => {
+  const w = document.documentElement.clientWidth;
+  const out = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1);
+  return [document.documentElement.scrollWidth, out.slice(0, 5).map(e => e.tagName + '.' + e.className)];
+})()"""
 
 
 @contextlib.asynccontextmanager
@@ -153,3 +159,24 @@ async def test_markup_in_job_data_logs_and_reasons_renders_as_inert_text(ui_sett
             assert await page.evaluate("window.__xss") is None, target
             assert await page.locator("img, main script").count() == 0, target
             assert "<img src=x onerror=" in (await page.text_content("main") or ""), target
+
+
+async def test_pages_read_with_javascript_off_and_fit_a_phone(ui_settings: Settings, manual: Manual) -> None:
+    """At 390 px with JavaScript off every page shows its jobs and nothing runs wider than the screen."""
+    job = await manual.take("phone")
+    await job.updateProgress({"percentage": 30, "current": 3, "total": 10})
+    async with serve(ui_settings) as client, chromium() as browser:
+        base = str(client.base_url).rstrip("/")
+        context = await browser.new_context(  # type: ignore[attr-defined]
+            viewport={"width": 390, "height": 844}, java_script_enabled=False, is_mobile=True
+        )
+        page = await context.new_page()
+        await sign_in(page, base, READ)
+        for target in ("/ui/", "/ui/jobs", f"/ui/jobs/{job.id}", "/ui/instances", "/ui/failures"):
+            await page.goto(f"{base}{target}")
+            if target != "/ui/failures":
+                bar = page.locator(f"[data-progress-of='{job.id}']").first
+                assert float(await bar.get_attribute("value") or 0) == 30, target
+            width, wider = await page.evaluate(WIDER_THAN_SCREEN)
+            assert width <= 390, (target, width, wider)
+        await context.close()
