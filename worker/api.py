@@ -2,7 +2,8 @@
 
 Every endpoint needs a bearer token: reads take the read or the admin token, writes only the admin
 token (``api_read_token`` / ``api_admin_token``). With neither configured the app refuses to start.
-Errors are JSON ``{"error": {"status": ..., "message": ...}}``.
+Errors are JSON ``{"error": {"status": ..., "message": ...}}``. The operations dashboard
+(:mod:`worker.ui`) is served by the same app under ``/ui/``, with its own sign-in and HTML errors.
 """
 
 from __future__ import annotations

@@ -69,13 +69,3 @@ async def sign_in(client: httpx.AsyncClient, token: str) -> str:
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None
     return csrf[1]
-
-
-@pytest.fixture
-def signed_in(site: httpx.AsyncClient) -> Callable[[str], object]:
-    """Sign the site's client in with a token; returns its CSRF token."""
-
-    async def run(token: str) -> str:
-        return await sign_in(site, token)
-
-    return run
