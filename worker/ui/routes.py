@@ -8,6 +8,7 @@ live updates from ``/ui/events``. Pages need a session (sign-in with the read or
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -216,7 +217,7 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
         stuck = await dash.ops.page(JobFilter(state=State.STUCK), limit=50, offset=0)
         ctx = await dash.context(
             request, session, counts=counts, periods=periods, active=active, stuck=stuck,
-            workers=await dash.ops.workers(), paused=await dash.ops.admin.is_paused(),
+            workers=await dash.ops.workers(), paused=await dash.ops.admin.is_paused(), now_ms=time.time() * 1000,
         )  # fmt: skip
         return dash.page(request, "overview.html", ctx)
 
