@@ -18,7 +18,7 @@ from tests.ui.browser import chromium
 from worker.settings import Settings
 
 INSTANCES = {
-    "docs-site": {"connector": "mock", "config": {"items": 400, "step_size": 4, "step_delay_s": 0.05}},
+    "docs-site": {"connector": "mock", "config": {"items": 1000, "step_size": 4, "step_delay_s": 0.05}},
     "eng-drive": {"connector": "mock", "config": {"items": 300, "step_size": 3, "step_delay_s": 0.08}},
     "wiki": {"connector": "mock", "config": {"items": 40, "step_size": 10}},
     "tickets": {"connector": "mock", "config": {"items": 25, "step_size": 5}},
