@@ -82,7 +82,7 @@ def test_a_big_catalog_is_parsed_in_slices_to_the_same_entries() -> None:
     from worker.catalog import SLICE_INSTANCES, CatalogFile, parse_catalog
 
     text = "# fleet catalog\n" + _instances(2 * SLICE_INSTANCES + 7)
-    entries = parse_catalog(text)
+    entries = parse_catalog(text).instances
     assert len(entries) == 2 * SLICE_INSTANCES + 7
     assert entries == CatalogFile.model_validate(tomllib.loads(text)).instances
 
@@ -93,7 +93,7 @@ def test_slices_that_do_not_stand_alone_fall_back_to_one_parse() -> None:
 
     quoted = '[instances."q"]\nconnector = "web"\nconfig = { note = """\n'
     quoted += "".join(f'[instances."fake{i}"]\n' for i in range(SLICE_INSTANCES + 1)) + '""" }\n'
-    entries = parse_catalog(quoted + _instances(3))
+    entries = parse_catalog(quoted + _instances(3)).instances
     assert set(entries) == {"q", "i0", "i1", "i2"}
     assert entries["q"].config["note"].startswith('[instances."fake0"]')
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
-from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_for, wait_state
 from tests.redis_server import RedisServer
 from worker.settings import Settings
+from worker.stats import Period, read_stats
 
 NOOP = {"connector": "mock", "config": {"items": 3}}
 
@@ -66,3 +69,28 @@ async def test_completion_survives_a_redis_that_lost_its_scripts(
         await queue.close()
         await client.aclose()
         server.stop()
+
+
+async def test_a_completion_redis_refuses_is_not_counted(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> None:
+    """The job's lock is lost mid-run: its refused completion counts nowhere; it is recovered and counted once."""
+    settings = make_settings(lock_duration_ms=5000, stalled_interval_ms=1000)
+    registry = CollectorRegistry()
+    queue = open_queue(settings)
+    try:
+        job_id = await add_crawl(queue, "mock", "slow", removeOnComplete=False)
+        catalog = catalog_of(slow={"connector": "mock", "config": {"items": 2, "step_size": 1, "step_delay_s": 0.6}})
+        async with running_app(settings, catalog, registry=registry):
+            lock = f"bull:{settings.queue_name}:{job_id}:lock"
+            await wait_for(lambda: redis_client.exists(lock), what="the job's lock")
+            await redis_client.delete(lock)  # as if Redis stalled past the lock and another worker took it
+            assert await wait_state(queue, job_id, ["completed"], timeout=30) == "completed"
+            await asyncio.sleep(1.2)  # one stats flush
+        labels = {"queue": settings.queue_name, "connector": "mock"}
+        assert registry.get_sample_value("crawl_worker_jobs_completed_total", labels) == 1
+        stats = await read_stats(redis_client, prefix="bull", queue=settings.queue_name, period=Period.H1)
+        assert stats.completed_jobs == 1
+        assert (await queue.getJob(job_id)).stalledCounter == 1, "recovered once, then completed"
+    finally:
+        await queue.close()

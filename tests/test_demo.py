@@ -59,6 +59,7 @@ def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_pat
         data_dir=tmp_path / "data",
         catalog_file=tmp_path / "missing-catalog.toml",
         api_port=_free_port(),
+        log_level="debug",  # progress lines are debug (info is for state changes)
     )
     try:
         deadline = time.monotonic() + 60

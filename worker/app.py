@@ -22,17 +22,18 @@ from redis.exceptions import RedisError
 from worker.catalog import Catalog
 from worker.connections import AutoPipeline, RedisClient, make_client, redact_url
 from worker.connectors.registry import Registry, build_registry
+from worker.consumer import QueueWorker
 from worker.dispatch import Dispatcher
 from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger
 from worker.metrics import Metrics
-from worker.queue import QueueWorker
 from worker.runner import Runner
 from worker.runs import RunStore
 from worker.settings import Settings, environment_secret
 from worker.sinks.base import Sink
 from worker.sinks.factory import build_sink
 from worker.stats import StatsRecorder
+from worker.sync_events import SyncEventPublisher, build_publisher
 
 log = get_logger(__name__)
 
@@ -96,6 +97,7 @@ class App:
         self.client = make_client(s)
         owned_sink: Sink | None = None
         stats: StatsRecorder | None = None
+        sync_events: SyncEventPublisher | None = None
         background: list[asyncio.Task[None]] = []  # lease renewal, stats flushes
         # The job path's client reads replies without a per-read timer; its AutoPipeline bounds round trips.
         worker_client = make_client(s, max_connections=s.concurrency * 3 + 8, bounded_reads=False)
@@ -115,7 +117,8 @@ class App:
             sink = self.sink or build_sink(s)
             if self.sink is None:
                 owned_sink = sink
-            self.queue_worker, store, stats = self._build(worker_client, connectors, sink, self.metrics)
+            sync_events = build_publisher(s)
+            self.queue_worker, store, stats = self._build(worker_client, connectors, sink, self.metrics, sync_events)
             background.append(asyncio.create_task(stats.run(), name="stats-flush"))
             background.append(asyncio.create_task(store.keep_leases(), name="lease-renewal"))
             await self.queue_worker.start()
@@ -137,9 +140,17 @@ class App:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self._close(background, stats, owned_sink, worker_client)
+            if sync_events is not None:
+                with contextlib.suppress(Exception):
+                    await sync_events.aclose()
 
     def _build(
-        self, worker_client: RedisClient, connectors: Registry, sink: Sink, metrics: Metrics
+        self,
+        worker_client: RedisClient,
+        connectors: Registry,
+        sink: Sink,
+        metrics: Metrics,
+        sync_events: SyncEventPublisher,
     ) -> tuple[QueueWorker, RunStore, StatsRecorder]:
         """The job path: queue worker -> dispatcher -> runner, with its run store and statistics."""
         s = self.settings
@@ -165,11 +176,12 @@ class App:
         dispatcher = Dispatcher(
             s,
             registry=connectors,
-            catalog=self.catalog or Catalog.load(s.catalog_file),
+            catalog=self.catalog if self.catalog is not None else Catalog.load(s.catalog_file),
             runner=runner,
             metrics=metrics,
             lookup_env=environment_secret,
             stats=stats,
+            sync_events=sync_events,
         )
         worker = QueueWorker(
             s,

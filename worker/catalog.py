@@ -8,6 +8,13 @@ The job carries no crawl configuration and no credentials; the catalog does::
     config = { start_urls = ["https://docs.example.com/"], max_pages = 500 }
     secrets = { api_token = { env = "DOCS_TOKEN" }, password = { file = "/run/secrets/docs" } }
 
+A connectorId with no entry can still be served by a rule for its connector *type* (the job's
+``connector``, normalised; ``"*"`` matches any type), e.g. to hand every PipesHub connector type to
+the ``pipeshub-sync`` connector while the instances listed above get our own crawlers::
+
+    [connector_types."*"]
+    connector = "pipeshub-sync"
+
 Secrets are resolved when a job starts, never stored in job data, logs, progress or checkpoints.
 The file is re-read when it changes (checked at most once a second, and whenever a connectorId is
 not found), so instances can be added or changed without a restart.
@@ -95,6 +102,27 @@ class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instances: dict[str, InstanceEntry] = Field(default_factory=dict)
+    connector_types: dict[str, InstanceEntry] = Field(default_factory=dict)
+
+
+#: The connector-type rule that matches every type.
+ANY_TYPE = "*"
+
+
+@dataclass(frozen=True)
+class Route:
+    """What serves one job: the catalog entry, and the connector-type rule it came from (None: an instance)."""
+
+    entry: InstanceEntry
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogContent:
+    """A parsed catalog: instances by connectorId, rules by normalised connector type."""
+
+    instances: Mapping[str, InstanceEntry]
+    connector_types: Mapping[str, InstanceEntry] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +132,7 @@ class Catalog:
     path: Path
     _entries: Mapping[str, InstanceEntry] = field(default_factory=dict)
     _mtime: float | None = None
+    _types: Mapping[str, InstanceEntry] = field(default_factory=dict)
     #: How often a lookup that finds its entry checks the file for changes (a miss always checks).
     check_interval_s: float = 1.0
     _checked_at: float = field(default=float("-inf"), repr=False)
@@ -116,9 +145,12 @@ class Catalog:
         return catalog
 
     @classmethod
-    def from_entries(cls, entries: Mapping[str, InstanceEntry]) -> Catalog:
+    def from_entries(
+        cls, entries: Mapping[str, InstanceEntry], connector_types: Mapping[str, InstanceEntry] | None = None
+    ) -> Catalog:
         """A fixed catalog (tests, demos)."""
-        return cls(Path("<in-memory catalog>"), dict(entries), -1.0)
+        types = {_type_key(key): entry for key, entry in (connector_types or {}).items()}
+        return cls(Path("<in-memory catalog>"), dict(entries), -1.0, types)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -132,6 +164,25 @@ class Catalog:
         self._reload()
         return sorted(self._entries.items())
 
+    def rules(self) -> dict[str, InstanceEntry]:
+        """The connector-type rules, by normalised type (``"*"``: any type)."""
+        return dict(self._types)
+
+    def resolve(self, connector_id: str, connector: str) -> Route:
+        """What serves a job: the instance's entry, else the rule for its connector type, else the
+        ``"*"`` rule; UnconfiguredInstance when none applies."""
+        try:
+            return Route(self.get(connector_id))
+        except UnconfiguredInstance:
+            key = normalize_connector(connector)
+            for rule in (key, ANY_TYPE):
+                if (entry := self._types.get(rule)) is not None:
+                    return Route(entry, rule)
+            raise UnconfiguredInstance(
+                f"connectorId {connector_id!r} is not configured: the catalog has no [instances.\"{connector_id}\"] "
+                f"entry and no [connector_types] rule for {key!r} or \"*\""
+            ) from None
+
     def get(self, connector_id: str) -> InstanceEntry:
         """The entry for ``connector_id``; UnconfiguredInstance if there is none.
 
@@ -144,10 +195,9 @@ class Catalog:
             self._checked_at = now
             self._reload()
             entry = self._entries.get(connector_id)
-        if entry is None:
+        if entry is None:  # the reason is read by whoever reads the queue: no path, no catalog size
             raise UnconfiguredInstance(
-                f"connectorId {connector_id!r} is not configured in {self.path} "
-                f"({len(self._entries)} instance(s) configured); add an [instances.\"{connector_id}\"] entry"
+                f"connectorId {connector_id!r} is not configured: add an [instances.\"{connector_id}\"] entry"
             )
         return entry
 
@@ -157,17 +207,17 @@ class Catalog:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
-            self._entries, self._mtime = {}, None
+            self._entries, self._types, self._mtime = {}, {}, None
             return
         if not force and mtime == self._mtime:
             return
         try:
-            entries = parse_catalog(self.path.read_text())
+            content = parse_catalog(self.path.read_text())
         except (tomllib.TOMLDecodeError, ValidationError) as exc:
             if force:
                 raise ConfigError(f"catalog {self.path} is invalid: {exc}") from exc
             return  # keep serving the last good catalog; `crawl-worker check` reports the error
-        self._entries, self._mtime = entries, mtime
+        self._entries, self._types, self._mtime = content.instances, content.connector_types, mtime
 
 
 #: A table header that starts one instance: where a big catalog may be cut into slices.
@@ -180,8 +230,21 @@ class _SlicesDisagree(Exception):
     """A slice did not stand on its own; the whole file is parsed instead."""
 
 
-def parse_catalog(text: str) -> dict[str, InstanceEntry]:
-    """The validated entries of a catalog file's text (TOMLDecodeError or ValidationError if invalid).
+def _type_key(key: str) -> str:
+    return key if key == ANY_TYPE else normalize_connector(key)
+
+
+def _content(files: list[CatalogFile]) -> CatalogContent:
+    instances: dict[str, InstanceEntry] = {}
+    types: dict[str, InstanceEntry] = {}
+    for file in files:
+        instances.update(file.instances)
+        types.update({_type_key(key): entry for key, entry in file.connector_types.items()})
+    return CatalogContent(instances, types)
+
+
+def parse_catalog(text: str) -> CatalogContent:
+    """The validated content of a catalog file's text (TOMLDecodeError or ValidationError if invalid).
 
     tomllib keeps a few KB of bookkeeping per key until it returns: a 20,000-instance catalog
     (1.2 MB) peaked at 45 MB above its result. So a big file is parsed ``SLICE_INSTANCES`` tables
@@ -192,15 +255,18 @@ def parse_catalog(text: str) -> dict[str, InstanceEntry]:
     starts = [match.start() for match in _INSTANCE_TABLE.finditer(text)]
     if len(starts) > SLICE_INSTANCES:
         bounds = [0, *starts[SLICE_INSTANCES::SLICE_INSTANCES], len(text)]
-        entries: dict[str, InstanceEntry] = {}
+        pieces: list[CatalogFile] = []
+        seen: set[str] = set()
         try:
             for begin, end in itertools.pairwise(bounds):
-                piece = CatalogFile.model_validate(tomllib.loads(text[begin:end])).instances
-                if not entries.keys().isdisjoint(piece):
+                piece = CatalogFile.model_validate(tomllib.loads(text[begin:end]))
+                keys = {*piece.instances, *(f"\0{key}" for key in piece.connector_types)}
+                if not seen.isdisjoint(keys):
                     raise _SlicesDisagree
-                entries.update(piece)
+                seen |= keys
+                pieces.append(piece)
         except (tomllib.TOMLDecodeError, ValidationError, _SlicesDisagree):
             pass
         else:
-            return entries
-    return dict(CatalogFile.model_validate(tomllib.loads(text)).instances)
+            return _content(pieces)
+    return _content([CatalogFile.model_validate(tomllib.loads(text))])

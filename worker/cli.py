@@ -84,15 +84,16 @@ async def _check(settings: Settings) -> int:
         print(f"FAIL catalog: {exc}")
         return RET_ERROR
     print(f"ok   settings (queue {settings.queue_name!r}, prefix {settings.prefix!r})")
-    for connector_id in catalog.ids():
-        entry = catalog.get(connector_id)
+    entries = [(connector_id, catalog.get(connector_id)) for connector_id in catalog.ids()]
+    entries += [(f"connector_types.{rule!r}", entry) for rule, entry in sorted(catalog.rules().items())]
+    for where, entry in entries:
         try:
             cls = registry.get(entry.connector)
             cls.config_model.model_validate(entry.config)
-            print(f"ok   catalog {connector_id}: {entry.connector_key}")
+            print(f"ok   catalog {where}: {entry.connector_key}")
         except (CrawlWorkerError, ValueError) as exc:
             ok = False
-            print(f"FAIL catalog {connector_id}: {exc}")
+            print(f"FAIL catalog {where}: {exc}")
     client = make_client(settings)
     try:
         await asyncio.wait_for(client.ping(), timeout=settings.redis_connect_timeout_s)
@@ -108,7 +109,10 @@ async def _check(settings: Settings) -> int:
 def _connectors() -> int:
     for name, cls in build_registry().items():
         model_fields = cls.config_model.model_fields.items()
-        fields = ", ".join(f"{key}{'' if f.is_required() else '=' + repr(f.default)}" for key, f in model_fields)
+        fields = ", ".join(
+            f"{key}{'' if f.is_required() else '=' + repr(f.get_default(call_default_factory=True))}"
+            for key, f in model_fields
+        )
         print(f"{name:12} {cls.__module__}.{cls.__name__}\n{'':12} config: {fields}")
     return RET_OK
 

@@ -7,22 +7,23 @@ maps the errors raised here onto bullmq's retry semantics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import hashlib
 import itertools
 import json
+import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
-from worker.catalog import Catalog, EnvLookup
-from worker.connections import ScriptCall
+from worker.catalog import Catalog, EnvLookup, InstanceEntry
 from worker.connectors.base import ConnectorContext
-from worker.connectors.registry import Registry
+from worker.connectors.registry import AnyConnector, Registry
 from worker.errors import (
     HandOff,
     InstanceBusy,
@@ -32,56 +33,33 @@ from worker.errors import (
     PermanentError,
     RetryLater,
     UnconfiguredInstance,
+    UnknownConnector,
     error_class,
 )
+from worker.handler import ActiveJob, Completion
+from worker.job_hash import json_type
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import CrawlingJobData, JobOutcome, job_name
-from worker.progress import ProgressReporter, ProgressWriter
+from worker.progress import ProgressReporter
 from worker.runner import CrawlRequest, Runner
 from worker.settings import Settings
 from worker.stats import StatsRecorder
+from worker.sync_events import SyncEventPublisher
 
 log = get_logger(__name__)
 
 
-async def _no_log(_: str) -> None:
-    return None
+#: A connectorId or connector name that can be a directory name as it is.
+_SAFE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
-@dataclass
-class ActiveJob:
-    """A job being processed, as the queue adapter presents it."""
-
-    id: str
-    name: str
-    data: Any
-    attempts_made: int
-    max_attempts: int
-    timestamp_ms: int
-    delay_ms: int
-    update_progress: ProgressWriter
-    log: Callable[[str], Awaitable[None]] = _no_log
-    handoff: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Size of the data as stored (JSON, UTF-8), when the queue knows it; else measured from ``data``.
-    data_bytes: int | None = None
-
-    @property
-    def attempt(self) -> int:
-        """This attempt's number, from 1."""
-        return self.attempts_made + 1
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A finished job: its JSON return value, plus the last progress and log line that the queue
-    adapter writes in the same round trip as the completion itself."""
-
-    result: dict[str, Any]
-    progress: float | dict[str, Any] | None = None
-    log: str | None = None
-    #: Sent right after the completion, in the same round trip (the run record's last write).
-    after: tuple[ScriptCall, ...] = ()
+def path_part(value: str) -> str:
+    """``value`` as one directory name inside the data directory: as it is when that is safe, else a
+    hash (never ``..``, a separator or a hidden name: a catalog key cannot write outside ``data_dir``)."""
+    if _SAFE_PART.fullmatch(value) and ".." not in value:
+        return value
+    return "id-" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
 def _describe(exc: ValidationError) -> str:
@@ -95,7 +73,7 @@ def _describe(exc: ValidationError) -> str:
 def parse_job_data(job: ActiveJob, max_bytes: int) -> CrawlingJobData:
     """Validate the job's data against the crawl job contract (InvalidJobData otherwise)."""
     if not isinstance(job.data, dict):
-        raise InvalidJobData(f"job data must be a JSON object, got {type(job.data).__name__}")
+        raise InvalidJobData(f"job data must be a JSON object, got {json_type(job.data)}")
     size = job.data_bytes if job.data_bytes is not None else len(json.dumps(job.data, separators=(",", ":")))
     if size > max_bytes:
         raise InvalidJobData(f"job data is {size} bytes, above job_data_max_bytes={max_bytes}")
@@ -104,10 +82,8 @@ def parse_job_data(job: ActiveJob, max_bytes: int) -> CrawlingJobData:
     except ValidationError as exc:
         raise InvalidJobData(f"invalid crawl job data: {_describe(exc)}") from None
     expected = job_name(data.connector, data.connector_id)
-    if job.name.startswith("crawl-") and job.name != expected:
-        raise InvalidJobData(
-            f"job name {job.name!r} does not match its data (expected {expected!r} from connector/connectorId)"
-        )
+    if job.name.startswith("crawl-") and job.name != expected:  # the name is not used: the data decides
+        log.warning("job.name_mismatch", name=job.name, expected=expected)
     return data
 
 
@@ -124,6 +100,7 @@ class Dispatcher:
         metrics: Metrics | None,
         lookup_env: EnvLookup,
         stats: StatsRecorder | None = None,
+        sync_events: SyncEventPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -132,6 +109,7 @@ class Dispatcher:
         self.metrics = metrics
         self.lookup_env = lookup_env
         self.stats = stats
+        self.sync_events = sync_events
         self.worker_name = settings.worker_name
         self._blobs = Path(settings.data_dir) / "blobs"
         # Lease tokens: unique per attempt across processes and restarts (a random prefix per process).
@@ -149,36 +127,60 @@ class Dispatcher:
             bound.update(structlog.contextvars.bind_contextvars(connector=connector, connector_id=data.connector_id))
             self._started(job, connector)
             completion = await self._run(job, data)
-            self._finished(job, connector, "completed", started)
-            return completion
+            context = {"job_id": job.id, "attempt": job.attempt, "connector": connector,
+                       "connector_id": data.connector_id}
+            return dataclasses.replace(
+                completion, on_committed=functools.partial(self._committed, job, completion.result, context, started)
+            )
         except BaseException as exc:
             self._on_error(job, connector, exc, started)
             raise
         finally:
             structlog.contextvars.reset_contextvars(**bound)
 
-    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> Completion:
-        cls = self.registry.get(data.connector_key)
-        entry = self.catalog.get(data.connector_id)
-        if entry.connector_key != data.connector_key:
+    def _route(self, data: CrawlingJobData) -> tuple[InstanceEntry, AnyConnector]:
+        """The catalog entry and connector class that serve the job (PermanentError if none does)."""
+        installed = data.connector_key in self.registry.names()
+        try:
+            route = self.catalog.resolve(data.connector_id, data.connector)
+        except UnconfiguredInstance:
+            if not installed:
+                names = ", ".join(self.registry.names())
+                raise UnknownConnector(
+                    f"connector {data.connector_key!r} is not installed (installed: {names}) "
+                    "and no [connector_types] rule in the catalog routes it"
+                ) from None
+            raise
+        entry = route.entry
+        cls = self.registry.get(entry.connector)
+        if route.rule is None and entry.connector_key != data.connector_key and not cls.serves_any_type:
+            if not installed:
+                self.registry.get(data.connector_key)  # raises UnknownConnector, listing what is installed
             raise UnconfiguredInstance(
                 f"connectorId {data.connector_id!r} is configured as connector {entry.connector_key!r}, "
                 f"but the job says {data.connector_key!r}"
             )
+        return entry, cls
+
+    async def _run(self, job: ActiveJob, data: CrawlingJobData) -> Completion:
+        entry, cls = self._route(data)
         if entry.org_id is not None and entry.org_id != data.org_id:
             raise UnconfiguredInstance(f"connectorId {data.connector_id!r} is not configured for org {data.org_id!r}")
         try:
             config = cls.config_model.model_validate(entry.config)
         except ValidationError as exc:
             raise InvalidConnectorConfig(
-                f"catalog entry {data.connector_id!r} is not a valid {data.connector_key} config: {_describe(exc)}"
+                f"catalog entry for {data.connector_id!r} is not a valid {entry.connector_key} config: {_describe(exc)}"
             ) from None
         context = ConnectorContext(
             connector_id=data.connector_id,
             org_id=data.org_id,
-            data_dir=self._blobs.joinpath(data.connector_key, data.connector_id),
+            data_dir=self._blobs.joinpath(path_part(data.connector_key), path_part(data.connector_id)),
             attempt=job.attempt,
             credentials=entry.resolve_secrets(self.lookup_env),
+            connector_type=data.connector,
+            job_key=f"{job.id}@{job.timestamp_ms}",
+            sync_events=self.sync_events,
         )
         instance = cls(config, context)
         request = CrawlRequest(
@@ -199,7 +201,6 @@ class Dispatcher:
         except InstanceBusy as exc:
             if self.settings.duplicate_run_policy != "skip":
                 raise
-            log.info("job.completed", skipped=True, reason=str(exc))
             skipped = JobOutcome(
                 status="skipped",
                 connector=request.connector,
@@ -211,20 +212,21 @@ class Dispatcher:
         finally:
             await instance.aclose()
         outcome = run.outcome
-        log.info(
-            "job.completed",
-            name=job.name,
-            run_id=outcome.run_id,
-            resumed=outcome.resumed,
-            documents=outcome.documents,
-            duration_ms=outcome.duration_ms,
-        )
         return Completion(
             outcome.model_dump(mode="json", exclude_none=True),
             progress=progress.final,
             log=f"completed: {outcome.documents} documents, {outcome.failures} failures",
             after=(run.final_save,),
         )
+
+    def _committed(self, job: ActiveJob, result: dict[str, Any], context: dict[str, Any], started: float) -> None:
+        """The job's completion is stored: log it and count it (never before: Redis may refuse it)."""
+        if result.get("status") == "skipped":
+            log.info("job.completed", skipped=True, reason=result.get("reason"), **context)
+        else:
+            log.info("job.completed", name=job.name, run_id=result.get("run_id"), resumed=result.get("resumed"),
+                     documents=result.get("documents"), duration_ms=result.get("duration_ms"), **context)
+        self._finished(job, context["connector"], "completed", started)
 
     def _started(self, job: ActiveJob, connector: str) -> None:
         wait_s = None

@@ -82,32 +82,25 @@ class WorkerInfo:
 
 
 def list_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> list[WorkerInfo]:
-    """Connected workers of ``queue`` in a CLIENT LIST reply, oldest first.
+    """Connected workers of ``queue`` in a CLIENT LIST reply, oldest first, as Node's ``getWorkers()`` lists them.
 
-    Node BullMQ names a worker's connections ``<prefix>:<base64(queue)>`` (unnamed worker) or
-    ``...:w:<name>`` (what ``getWorkers()`` and our workers use, see ``worker/queue.py``); the
-    Python port uses ``<prefix>:<queue>`` the same way. A worker may hold several connections
-    with its name, so a named worker is listed once (with its oldest connection).
+    Node BullMQ names one connection per worker (its blocking one) ``<prefix>:<base64(queue)>``, or
+    ``...:w:<name>`` for a named worker; crawl-worker names one connection per process the same way
+    (``worker/queue.py``).
     """
-    bases = {f"{prefix}:{base64.b64encode(queue.encode()).decode()}", f"{prefix}:{queue}"}
-    named: dict[str, WorkerInfo] = {}
-    unnamed: list[WorkerInfo] = []
+    base = f"{prefix}:{base64.b64encode(queue.encode()).decode()}"
     entries = client_list if isinstance(client_list, list) else _parse_client_list(client_list)
+    found = []
     for entry in entries:
         name = str(entry.get("name") or "")
-        info = WorkerInfo(name, str(entry.get("addr") or ""), _int(entry.get("age")))
-        base = next((b for b in bases if name.startswith(f"{b}:w:")), None)
-        if base is not None:
-            short = name[len(base) + 3 :]
-            if short not in named or named[short].age_s < info.age_s:
-                named[short] = WorkerInfo(short, info.addr, info.age_s)
-        elif name in bases:
-            unnamed.append(WorkerInfo("(unnamed)", info.addr, info.age_s))
-    return sorted([*named.values(), *unnamed], key=lambda w: -w.age_s)
+        if name == base or name.startswith(f"{base}:w:"):
+            short = name[len(base) + 3 :] if name != base else "(unnamed)"
+            found.append(WorkerInfo(short, str(entry.get("addr") or ""), _int(entry.get("age"))))
+    return sorted(found, key=lambda w: -w.age_s)
 
 
 def count_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> int:
-    """How many workers of ``queue`` a CLIENT LIST reply shows (see :func:`list_workers`)."""
+    """Connected workers of ``queue`` in a CLIENT LIST reply, counted as Node's ``getWorkersCount()`` counts."""
     return len(list_workers(client_list, prefix, queue))
 
 

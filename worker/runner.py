@@ -12,12 +12,13 @@ import contextlib
 import itertools
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.connections import ScriptCall
 from worker.connectors.base import Checkpoint, Connector, StepResult
-from worker.errors import HandOff, InstanceBusy, LeaseLost, NoProgressError, RetryLater
+from worker.documents import Document
+from worker.errors import HandOff, InstanceBusy, LeaseLost, NoProgressError, RetryLater, TransientError
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import JobOutcome
@@ -133,6 +134,7 @@ class Runner:
             failures=c.failures,
             steps=c.steps,
             duration_ms=round((time.monotonic() - started) * 1000),
+            details=run.details or None,
         )
         return RunResult(outcome, final_save)
 
@@ -159,8 +161,9 @@ class Runner:
                 step = await connector.run_step(checkpoint)
                 if lost.is_set():
                     raise LeaseLost(f"instance {lease.key}: lease lost during a step")
-                written = await self.sink.write(instance, step.documents)
+                written = await self._write(instance, step.documents)
                 _account(record, step, written)
+                run.details.update(step.details)
                 checkpoint = step.checkpoint
                 record.checkpoint = checkpoint.model_dump(mode="json")
                 if checkpoint.has_more:  # the last step is committed with the completion record below
@@ -181,6 +184,14 @@ class Runner:
                 await progress.flush()
                 await self.store.save(lease, record)
             raise
+
+    async def _write(self, instance: InstanceRef, documents: list[Document]) -> int:
+        """The sink's write; a storage failure (disk full, file too large, I/O error) is transient."""
+        try:
+            return await self.sink.write(instance, documents)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__  # not the path: failedReasons are read by the producer side
+            raise TransientError(f"sink could not store {len(documents)} documents: {reason}") from exc
 
     def _record_step(self, connector: str, step: StepResult[Any]) -> None:
         """Documents, deletions, bytes, item failures and fetches of a committed step, as metrics."""
@@ -262,6 +273,8 @@ class _Run:
     lost: asyncio.Event
     record: RunRecord
     resumed: bool
+    #: What the steps reported besides documents (``StepResult.details``), for the return value.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _account(record: RunRecord, step: Any, written: int) -> None:

@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     run_retention_days: PositiveInt = 30
     stats_retention_days: PositiveInt = 35
 
+    # --- PipesHub sync events (the pipeshub-sync connector) ----------------------------------
+    sync_events_redis_url: str | None = Field(
+        None, description="Redis of PipesHub's sync-events stream; unset: the queue's Redis (and its credentials)."
+    )
+    sync_events_redis_password: SecretStr | None = None
+    sync_events_stream: str = Field("sync-events", min_length=1, description="PipesHub's topic = the stream key.")
+    sync_events_prefix: str = Field("", description="Prepended to the stream key (PipesHub 95d655b applies none).")
+    sync_events_maxlen: PositiveInt = Field(500_000, description="XADD MAXLEN ~ (PipesHub's REDIS_STREAMS_MAXLEN).")
+    sync_events_dedup_ttl_s: PositiveInt = Field(
+        7 * 86400, description="How long a job's published event id is kept, so a retried job publishes once."
+    )
+
     # --- runtime ---------------------------------------------------------------------------
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop when installed (measured in docs/benchmarks.md), else asyncio."
@@ -117,10 +129,10 @@ class Settings(BaseSettings):
     api_read_token: SecretStr | None = None
     api_admin_token: SecretStr | None = None
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "sync_events_redis_url")
     @classmethod
-    def _check_redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 

@@ -9,7 +9,7 @@ from tests.api.conftest import ADMIN, READ, auth
 from worker.jobs import JobFilter
 from worker.models import ScheduleConfig, State
 from worker.operations import Operations
-from worker.schedules import cron_of
+from worker.schedules import cron_of, repeat_of
 
 
 @pytest.mark.parametrize(("config", "cron"), [
@@ -23,6 +23,13 @@ from worker.schedules import cron_of
 def test_schedule_config_to_cron(config: dict[str, object], cron: str) -> None:
     """Each scheduleType maps to the cron pattern it means."""
     assert cron_of(ScheduleConfig.model_validate(config)) == cron
+
+
+def test_interval_schedules_repeat_every_n_minutes_in_their_zone() -> None:
+    """PipesHub's reconcile shape (fields nested in an inner scheduleConfig) repeats every intervalMinutes."""
+    cfg = ScheduleConfig.model_validate({"scheduleType": "interval", "isEnabled": True, "createdBy": "a" * 24,
+                                         "scheduleConfig": {"intervalMinutes": 45, "timezone": "Asia/Tokyo"}})
+    assert repeat_of(cfg) == {"every": 45 * 60_000, "tz": "Asia/Tokyo"}
 
 
 async def test_create_update_list_remove_over_http(http: httpx.AsyncClient, ops: Operations) -> None:
@@ -64,8 +71,16 @@ async def test_disabled_config_removes_and_bad_configs_are_422(http: httpx.Async
     for cfg, words in [({"scheduleType": "custom", "cronExpression": "every day"}, "invalid cron"),
                        ({"scheduleType": "daily", "timezone": "Mars/Olympus"}, "unknown timezone"),
                        ({"scheduleType": "once"}, "not recurring"),
-                       ({"scheduleType": "custom"}, "needs a cronExpression")]:
+                       ({"scheduleType": "custom"}, "needs a cronExpression"),
+                       ({"scheduleType": "custom", "cronExpression": "* * * * * *"}, "invalid cron"),  # every second
+                       ({"scheduleType": "custom", "cronExpression": "0 0 31 2 *"}, "never fires"),
+                       ({"scheduleType": "hourly", "interval": 1000}, "interval"),
+                       ({"scheduleType": "weekly", "daysOfWeek": [], "hour": 4}, "at least one day"),
+                       ({"scheduleType": "weekly", "hour": 4}, "needs daysOfWeek"),
+                       ({"scheduleType": "interval", "scheduleConfig": {"timezone": "UTC"}}, "intervalMinutes")]:
         resp = await http.put("/v1/schedules", json={**base, "scheduleConfig": cfg}, headers=auth(ADMIN))
         assert resp.status_code == 422, cfg
-        assert words in resp.json()["error"]["message"]
+        assert words in resp.json()["error"]["message"], (cfg, resp.json())
+    forged = {**ok, "connectorId": "s2\n{\"event\":\"forged\"}"}
+    assert (await http.put("/v1/schedules", json=forged, headers=auth(ADMIN))).status_code == 422
     assert (await http.put("/v1/schedules", json=ok, headers=auth(READ))).status_code == 403

@@ -49,6 +49,7 @@ async function inspect(queue) {
       name: job.name, data: job.data, progress: job.progress, returnvalue: job.returnvalue,
       attemptsMade: job.attemptsMade, processedOn: job.processedOn, finishedOn: job.finishedOn,
       failedReason: job.failedReason, timestamp: job.timestamp, state: await job.getState(),
+      processedBy: job.processedBy,
     };
   }
   console.log(JSON.stringify(out));
@@ -56,7 +57,7 @@ async function inspect(queue) {
 
 async function workers(queue) {
   const list = await queue.getWorkers();
-  console.log(JSON.stringify(list.map((w) => w.rawname)));
+  console.log(JSON.stringify({ names: list.map((w) => w.rawname), count: await queue.getWorkersCount() }));
 }
 
 async function consume() {

@@ -17,7 +17,6 @@ from worker.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.node
-ISSUE_12 = pytest.mark.xfail(strict=True, reason="processedBy/getWorkers: issue 12 on main")
 
 
 def bull_board(settings: Settings, job_id: str) -> dict[str, Any]:
@@ -76,13 +75,11 @@ async def test_bull_board_reports_our_failed_reason_and_stack(seen: dict[str, An
     assert any("CredentialsError" in frame for frame in bad["job"]["stacktrace"])
 
 
-@ISSUE_12
 async def test_bull_board_reports_processed_by(seen: dict[str, Any]) -> None:
     """bull-board's job route names our worker in processedBy, as it does a Node worker."""
     assert seen["good"]["job"].get("processedBy") == seen["settings"].worker_name
 
 
-@ISSUE_12
 async def test_bull_board_lists_one_worker_per_process(seen: dict[str, Any]) -> None:
     """bull-board's workers route lists our process once, under its worker name."""
     workers = seen["good"]["workers"]

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import catalog_of, crawl_job, running_app, wait_for
-from worker.queue import producer_job_options
+from tests.proc import start_worker
+from worker.queue import node_client_name, producer_job_options
+from worker.queue_stats import count_workers
 from worker.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -59,8 +61,8 @@ async def test_node_producer_events_and_getjob_see_what_a_node_worker_would_leav
     assert json.loads(await listener.stdout.readline()) == {"type": "ready"}
     catalog = catalog_of(good={"connector": "mock", "config": {"items": 12, "step_size": 4, "step_delay_s": 0.05}})
     async with running_app(settings, catalog):
-        names = await wait_for(lambda: asyncio.to_thread(node_call, node, settings, "workers"), what="getWorkers")
-        assert any(name.endswith(f":w:{settings.worker_name}") for name in names), names
+        seen = await wait_for(lambda: _workers(node, settings, 1), what="getWorkers")
+        assert any(name.endswith(f":w:{settings.worker_name}") for name in seen["names"]), seen
         raw, _ = await asyncio.wait_for(listener.communicate(), timeout=40)
     events = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
     progress = [e["data"] for e in events if e["type"] == "progress" and e["jobId"] == good_id]
@@ -90,3 +92,49 @@ async def test_node_producer_events_and_getjob_see_what_a_node_worker_would_leav
     assert bad["state"] == "failed"
     assert bad["attemptsMade"] == 1
     assert bad["finishedOn"] >= bad["processedOn"]
+
+
+async def _workers(node: str, settings: Settings, count: int) -> dict[str, Any] | None:
+    """Node ``getWorkers()`` names and ``getWorkersCount()``, once ``count`` workers are listed."""
+    seen: dict[str, Any] = await asyncio.to_thread(node_call, node, settings, "workers")
+    return seen if len(seen["names"]) >= count else None
+
+
+@pytest.mark.slow
+async def test_node_sees_processed_by_and_one_worker_per_process(
+    node: str, make_settings: Callable[..., Settings], tmp_path: Path, redis_client: Any
+) -> None:
+    """Node job.processedBy is our worker name (also for jobs a completion fetched); one getWorkers entry a process."""
+    settings = make_settings()
+    catalog = tmp_path / "rules.toml"
+    catalog.write_text('[connector_types."*"]\nconnector = "mock"\nconfig = { items = 1 }\n')
+    common = {"redis_url": settings.redis_url, "queue_name": settings.queue_name, "catalog_file": catalog,
+              "data_dir": tmp_path / "data"}
+    jobs = []
+    for i in range(4):
+        name, data = crawl_job("Drive", f"drive-{i}")
+        jobs.append({"name": name, "data": data, "opts": producer_job_options()})
+    ids = node_call(node, settings, "add", json.dumps(jobs))
+    first = start_worker(tmp_path / "p1.log", worker_name="proc-one", concurrency=1, **common)
+    second = None
+    try:
+        async def all_done() -> dict[str, Any] | None:
+            seen = await asyncio.to_thread(node_call, node, settings, "inspect", ",".join(ids))
+            return seen if all(job["state"] == "completed" for job in seen.values()) else None
+
+        done = await wait_for(all_done, timeout=30, what="4 completed jobs")
+        assert {job["processedBy"] for job in done.values()} == {"proc-one"}, done
+        second = start_worker(tmp_path / "p2.log", worker_name="proc-two", concurrency=5, **common)
+        seen = await wait_for(lambda: _workers(node, settings, 2), timeout=20, what="two workers")
+        await asyncio.sleep(0.5)  # any extra named connection would show up by now
+        seen = await _workers(node, settings, 2)
+        assert seen is not None
+        base = node_client_name(settings.prefix, settings.queue_name, "")
+        assert sorted(seen["names"]) == [f"{base}proc-one", f"{base}proc-two"], seen
+        listing = await redis_client.client_list()
+        assert count_workers(listing, settings.prefix, settings.queue_name) == seen["count"] == 2
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+                proc.wait(5)

@@ -12,11 +12,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from worker.documents import Document, ItemFailure
+
+if TYPE_CHECKING:
+    from worker.sync_events import SyncEventPublisher
 
 
 class ConnectorConfig(BaseModel):
@@ -58,11 +61,15 @@ class StepResult(BaseModel, Generic[CheckpointT]):
         description="The source asked to come back later: the runner commits this step, then sends the job "
         "back to delayed for this long without spending an attempt.",
     )
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="What the step did besides documents; lands in the job's return value."
+    )
 
 
 @dataclass(frozen=True)
 class ConnectorContext:
-    """What the caller hands a connector: identity, credentials and a private data directory."""
+    """What the caller hands a connector: identity, credentials, a private data directory, and the
+    process's shared clients it may use."""
 
     connector_id: str
     org_id: str
@@ -70,6 +77,12 @@ class ConnectorContext:
     attempt: int = 1
     credentials: Mapping[str, SecretStr] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: The job's connector type as the producer sent it (``"SharePoint Online"``).
+    connector_type: str = ""
+    #: Identifies the job across its attempts and recoveries (an idempotency key): ``<jobId>@<created ms>``.
+    job_key: str = ""
+    #: PipesHub's sync-events publisher (the ``pipeshub-sync`` connector's way out).
+    sync_events: SyncEventPublisher | None = None
 
 
 class Connector(ABC, Generic[ConfigT, CheckpointT]):
@@ -78,6 +91,8 @@ class Connector(ABC, Generic[ConfigT, CheckpointT]):
     name: ClassVar[str]
     config_model: ClassVar[type[ConnectorConfig]]
     checkpoint_model: ClassVar[type[Checkpoint]]
+    #: Serves instances of any connector type (a delegate such as ``pipeshub-sync``), not only its own.
+    serves_any_type: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT, context: ConnectorContext) -> None:
         self.config = config

@@ -25,6 +25,7 @@ BUILTINS: Mapping[str, str] = {
     "filesystem": "worker.connectors.filesystem:FilesystemConnector",
     "web": "worker.connectors.web:WebConnector",
     "mock": "worker.connectors.mock:MockConnector",
+    "pipeshub-sync": "worker.connectors.pipeshub:PipesHubSyncConnector",
 }
 
 AnyConnector = type[Connector[Any, Any]]

@@ -60,17 +60,26 @@ class JsonlSink(Sink):
         if index is None or _size(path) != self._sizes.get(path):  # first use, or another process wrote
             index = self._index[path] = _load_index(path)
         lines = []
+        written: dict[str, tuple[str | None, bool]] = {}
         for doc in documents:
             key = (doc.content_hash, doc.deleted)
-            if index.get(doc.id) == key:
+            if written.get(doc.id, index.get(doc.id)) == key:
                 continue
-            index[doc.id] = key
+            written[doc.id] = key
             lines.append(json.dumps({"run_id": run_id, **doc.model_dump(mode="json")}, separators=(",", ":")))
         if lines:
-            with path.open("a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with path.open("a", encoding="utf-8") as fh:
+                    fh.write("\n".join(lines) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                # the file holds some, all or none of the lines (EFBIG, ENOSPC, EIO...): the index
+                # is rebuilt from the file next time, so a retry writes exactly what is missing
+                self._index.pop(path, None)
+                self._sizes.pop(path, None)
+                raise
+        index.update(written)  # only what is on disk: a failed write leaves no claim behind
         self._sizes[path] = _size(path)
         return len(lines)
 

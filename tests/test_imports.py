@@ -1,0 +1,25 @@
+"""Data flows one way: what only adds jobs imports no job stack, and no worker module imports back up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.proc import REPO, worker_env
+
+JOB_STACK = {"worker.dispatch", "worker.runner", "worker.runs", "worker.consumer", "worker.app"}
+
+
+def _closure(module: str) -> set[str]:
+    code = f"import sys, {module}; print('\\n'.join(m for m in sys.modules if m.startswith('worker')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=worker_env(), capture_output=True, text=True,
+                         check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", ["worker.sinks.bullmq_queue", "worker.schedules", "worker.api", "worker.queue"])
+def test_producers_do_not_import_the_job_stack(module: str) -> None:
+    """The queue sink, schedules, the job API and the producer adapter load none of dispatch/runner/runs/consumer."""
+    assert not (_closure(module) & JOB_STACK), module
