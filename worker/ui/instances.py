@@ -4,26 +4,70 @@ For each instance: its connector and org, the newest runs (jobs) and their outco
 its last run, whether an interrupted crawl will resume and from which checkpoint, its schedule
 and next run, and its last error. Jobs are read from the newest :data:`RECENT` of each state (the
 pages the job listing serves), run records by one SCAN over ``<prefix>:<queue>:cw:run:*``.
+
+Run records are read as the JSON ``worker/runs.py`` stores (:class:`RunView` takes the fields the page
+shows, tolerating any others), so the API process never loads the job stack.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import ValidationError
 
 from worker.catalog import Catalog
 from worker.connections import RedisClient
 from worker.jobs import JobFilter, list_jobs
 from worker.models import CrawlingJobData, JobStatus, State
-from worker.runs import RunRecord, load_record
 from worker.status import Keys
 
 RECENT = 500
 RUNS_SHOWN = 3
 _STATES = (State.ACTIVE, State.STUCK, State.WAITING, State.PAUSED, State.DELAYED, State.COMPLETED, State.FAILED)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A run's document counters."""
+
+    documents: int = 0
+    deleted: int = 0
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What the page shows of a run record (``worker.runs.RunRecord`` as stored)."""
+
+    run_id: str
+    status: str
+    checkpoint: dict[str, Any] | None
+    counters: Counts
+    percentage: float
+    commits: int
+    updated_at: float
+    last_completed_at: float | None
+
+    @classmethod
+    def parse(cls, raw: str) -> RunView | None:
+        """The view of a stored record, or None when it is not one."""
+        try:
+            rec = json.loads(raw)
+            counters = rec.get("counters") or {}
+            checkpoint = rec.get("checkpoint")
+            return cls(
+                run_id=str(rec.get("run_id", "")),
+                status=str(rec.get("status", "")),
+                checkpoint=checkpoint if isinstance(checkpoint, dict) else None,
+                counters=Counts(*(int(counters.get(k) or 0) for k in ("documents", "deleted", "failures"))),
+                percentage=float(rec.get("percentage") or 0),
+                commits=int(rec.get("commits") or 0),
+                updated_at=float(rec.get("updated_at") or 0),
+                last_completed_at=float(rec["last_completed_at"]) if rec.get("last_completed_at") else None,
+            )
+        except (ValueError, TypeError, AttributeError):
+            return None
 
 
 @dataclass
@@ -35,7 +79,7 @@ class Instance:
     org_id: str = ""
     in_catalog: bool = False
     jobs: list[JobStatus] = field(default_factory=list)
-    record: RunRecord | None = None
+    record: RunView | None = None
     schedule: dict[str, Any] | None = None
 
     @property
@@ -103,7 +147,7 @@ def _add_jobs(out: dict[str, Instance], jobs: Iterable[JobStatus]) -> None:
             inst.jobs.append(job)
 
 
-async def _records(client: RedisClient, keys: Keys) -> list[tuple[str, str, str, RunRecord]]:
+async def _records(client: RedisClient, keys: Keys) -> list[tuple[str, str, str, RunView]]:
     base = keys.key("cw:run:")
     names = [str(k) async for k in client.scan_iter(match=f"{base}*", count=1000)]
     if not names:
@@ -115,11 +159,9 @@ async def _records(client: RedisClient, keys: Keys) -> list[tuple[str, str, str,
     for name, raw in zip(names, await pipe.execute(), strict=True):
         org, _, rest = name[len(base) :].partition(":")
         connector, _, connector_id = rest.partition(":")
-        if raw and connector_id:
-            try:
-                out.append((org, connector, connector_id, load_record(raw)))
-            except ValidationError:
-                continue
+        view = RunView.parse(raw) if raw and connector_id else None
+        if view is not None:
+            out.append((org, connector, connector_id, view))
     return out
 
 
