@@ -9,13 +9,14 @@ connectors each. Goals: get-one p99 < 5 ms, page < 50 ms, 30-day stats < 50 ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pathlib
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -75,6 +76,19 @@ async def _drop(client: aioredis.Redis, base: str) -> None:
         await client.unlink(key)
 
 
+@contextlib.asynccontextmanager
+async def filled(client: aioredis.Redis, base: str) -> AsyncIterator[tuple[float, float]]:
+    """:data:`JOBS` jobs and 30 days of stats under ``base`` for the block; yields (now_s, seconds to fill)."""
+    now_s = time.time()
+    t0 = time.perf_counter()
+    try:
+        await _fill(client, base, int(now_s * 1000))
+        await _fill_stats(client, base, now_s)
+        yield now_s, time.perf_counter() - t0
+    finally:
+        await _drop(client, base)
+
+
 async def _time(fn: Callable[[], Awaitable[Any]], runs: int) -> list[float]:
     for _ in range(min(5, runs)):
         await fn()
@@ -104,12 +118,7 @@ async def _run(redis_url: str) -> dict[str, Any]:
     keys = Keys("bull", queue)
     base = f"bull:{queue}"
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        now_s = time.time()
-        t0 = time.perf_counter()
-        await _fill(client, base, int(now_s * 1000))
-        await _fill_stats(client, base, now_s)
-        fill_s = time.perf_counter() - t0
+    async with filled(client, base) as (now_s, fill_s):
         ids = [str(random.randint(1, JOBS)) for _ in range(2000)]
         it = iter(ids)
 
@@ -140,9 +149,7 @@ async def _run(redis_url: str) -> dict[str, Any]:
             _row("30-day stats (779 buckets summed by 1 Lua call)", await _time(stats, 50), 50),
             _row("filtered page (connector+orgId scan of 100,000)", await _time(filtered, 3), None),
         ]
-    finally:
-        await _drop(client, base)
-        await client.aclose()
+    await client.aclose()
     notes = (
         f"{JOBS:,} bullmq-shaped jobs (completed/failed/wait) written by Lua in {fill_s:.1f} s and deleted after. "
         "Unfiltered pages range the state sets by position and read 100 hashes in one pipeline; filters on job "

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from bullmq import Queue
+from bullmq import Queue, Worker
 from prometheus_client import CollectorRegistry
 
 from worker.app import App
@@ -35,12 +35,30 @@ def open_queue(settings: Settings) -> Queue:
     return Queue(settings.queue_name, {"connection": settings.redis_url, "prefix": settings.prefix})
 
 
-async def add_crawl(queue: Queue, connector: str, connector_id: str, **opts: Any) -> str:
+async def add_crawl(queue: Queue, connector: str, connector_id: str, *, org_id: str = "org-1", **opts: Any) -> str:
     """Add a PipesHub-shaped crawl job with the producer's options (overridable)."""
-    name, data = crawl_job(connector, connector_id)
+    name, data = crawl_job(connector, connector_id, org_id)
     options = {**producer_job_options(), **opts}
     job = await queue.add(name, data, options)
     return str(job.id)
+
+
+async def fail_jobs(settings: Settings, specs: Sequence[tuple[str, ...]], reason: str = "down") -> list[str]:
+    """Add (connector, connectorId[, orgId]) jobs with one attempt and fail each through a manual bullmq worker."""
+    queue = open_queue(settings)
+    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
+    ids = []
+    try:
+        for connector, cid, *org in specs:
+            job_id = await add_crawl(queue, connector, cid, org_id=org[0] if org else "org-1", priority=0, attempts=1)
+            job = await worker.getNextJob(f"t-{cid}")
+            assert job.id == job_id
+            await job.moveToFailed(RuntimeError(reason), f"t-{cid}")
+            ids.append(job_id)
+    finally:
+        await worker.close(force=True)
+        await queue.close()
+    return ids
 
 
 async def wait_for(

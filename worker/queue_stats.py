@@ -72,17 +72,36 @@ class _Stats:
     states: dict[str, QueueState] = field(default_factory=dict)
 
 
-def count_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> int:
-    """Connected workers of ``queue`` in a CLIENT LIST reply, counted as Node's ``getWorkersCount()`` counts.
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One connected worker of a queue, from CLIENT LIST: its name, address and connection age."""
+
+    name: str
+    addr: str
+    age_s: int
+
+
+def list_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> list[WorkerInfo]:
+    """Connected workers of ``queue`` in a CLIENT LIST reply, oldest first, as Node's ``getWorkers()`` lists them.
 
     Node BullMQ names one connection per worker (its blocking one) ``<prefix>:<base64(queue)>``, or
-    ``...:w:<name>`` for a named worker, and counts every connection so named; crawl-worker names one
-    connection per process the same way (``worker/queue.py``).
+    ``...:w:<name>`` for a named worker; crawl-worker names one connection per process the same way
+    (``worker/queue.py``).
     """
     base = f"{prefix}:{base64.b64encode(queue.encode()).decode()}"
     entries = client_list if isinstance(client_list, list) else _parse_client_list(client_list)
-    names = (str(entry.get("name") or "") for entry in entries)
-    return sum(1 for name in names if name == base or name.startswith(f"{base}:w:"))
+    found = []
+    for entry in entries:
+        name = str(entry.get("name") or "")
+        if name == base or name.startswith(f"{base}:w:"):
+            short = name[len(base) + 3 :] if name != base else "(unnamed)"
+            found.append(WorkerInfo(short, str(entry.get("addr") or ""), _int(entry.get("age"))))
+    return sorted(found, key=lambda w: -w.age_s)
+
+
+def count_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: str) -> int:
+    """Connected workers of ``queue`` in a CLIENT LIST reply, counted as Node's ``getWorkersCount()`` counts."""
+    return len(list_workers(client_list, prefix, queue))
 
 
 def _parse_client_list(text: str) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ from worker.errors import InvalidJobData
 from worker.models import CamelModel, CrawlingJobData, ScheduleConfig, ScheduleType, job_name
 from worker.queue import QueueAdmin, producer_job_options
 
+#: The job-template fields that say which instance a schedule crawls.
+INSTANCE_FIELDS = ("connector", "connectorId", "orgId", "userId", "scheduleConfig")
 #: Identifiers: printable, no control characters (a newline in an id would forge log lines and keys).
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
@@ -105,9 +107,13 @@ async def upsert(admin: QueueAdmin, req: ScheduleRequest) -> dict[str, Any]:
 
 
 async def list_schedules(admin: QueueAdmin) -> list[dict[str, Any]]:
-    """Every scheduler on the queue: id, name, pattern, tz, next run (ms)."""
+    """Every scheduler on the queue: id, name, pattern, tz, next run (ms), and the instance it crawls
+    (connector, connectorId, orgId, userId, scheduleConfig from its job template, when it has them)."""
     out = []
     for rec in await admin.schedulers():
+        template = rec.get("template")
+        data = template.get("data") if isinstance(template, dict) else None
+        data = data if isinstance(data, dict) else {}
         out.append(
             {
                 "id": rec.get("key"),
@@ -116,6 +122,7 @@ async def list_schedules(admin: QueueAdmin) -> list[dict[str, Any]]:
                 "every": rec.get("every"),
                 "tz": rec.get("tz"),
                 "next": rec.get("next"),
+                **{key: data[key] for key in INSTANCE_FIELDS if key in data},
             }
         )
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -10,13 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from bullmq import Queue, Worker
 
 from tests.helpers import add_crawl, open_queue
 from worker.api import create_app
 from worker.connections import make_client
 from worker.operations import Operations
+from worker.serving import bind, serving
 from worker.settings import Settings
 
 READ, ADMIN = "read-token-123", "admin-token-456"
@@ -88,20 +87,11 @@ async def ops(make_settings: Callable[..., Settings]) -> AsyncIterator[Operation
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API app served by uvicorn on a free loopback port; yields a client for it."""
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+    async with (
+        serving(create_app(settings), bind("127.0.0.1", 0)) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+    ):
+        yield client
 
 
 @pytest.fixture

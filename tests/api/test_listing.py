@@ -118,3 +118,49 @@ async def test_export_csv_and_json_stream_every_match(placed: Placed, http: http
     jobs = json.loads(resp.text)
     assert sorted(j["id"] for j in jobs) == sorted([placed.ids["prioritized"], placed.ids["delayed"]])
     assert all("attemptsMade" in j for j in jobs)
+
+
+def _loads(raw: str) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+TRICKY_CONNECTORS = [
+    "web", "Web", "  WEB ", "google drive", "Google\tDrive", "google\x1cdrive", "google\u00a0drive", "Ünicode",
+    "ünicode", "K", "\u212a",
+]  # fmt: skip
+
+
+async def test_the_scan_in_redis_finds_exactly_what_the_python_rule_accepts(ops: Operations) -> None:
+    """Filters run in Redis (Lua) give the same jobs as JobFilter.matches on every job, tricky data included."""
+    raw_data = [
+        {"connector": name, "connectorId": f"c{i}", "orgId": "Org-1" if i % 2 else "org-1", "note": "Crème brûlée"}
+        for i, name in enumerate(TRICKY_CONNECTORS)
+    ]
+    raw_data += [{"connector": 5, "connectorId": 7}, {"connectorId": None}, [1, 2], {"deep": "[" * 3}]
+    ids = []
+    for i, data in enumerate(raw_data):
+        job_id = f"t{i}"
+        await ops.client.hset(
+            ops.keys.job(job_id), mapping={"data": json.dumps(data, ensure_ascii=i % 2 == 0), "timestamp": 1000 + i}
+        )
+        await ops.client.lpush(ops.keys.key("wait"), job_id)
+        ids.append(job_id)
+    await ops.client.hset(ops.keys.job("bad-json"), mapping={"data": "{not json", "timestamp": 5})
+    await ops.client.lpush(ops.keys.key("wait"), "bad-json")
+    filters = [JobFilter(connector=name) for name in [*TRICKY_CONNECTORS, "5", "google-drive", "k"]]
+    filters += [JobFilter(connector_id=cid) for cid in ("c1", "7", "C1")]
+    filters += [JobFilter(org_id=org) for org in ("org-1", "Org-1")]
+    filters += [JobFilter(text=text) for text in ("crème", "CRÈME", "drive", "not json", '"c1"', "ünicode")]
+    window = {"created_after": datetime.fromtimestamp(1.005, UTC), "created_before": datetime.fromtimestamp(1.008, UTC)}
+    filters.append(JobFilter(**window))
+    stored = {
+        job_id: await ops.client.hmget(ops.keys.job(job_id), ["data", "timestamp"]) for job_id in [*ids, "bad-json"]
+    }
+    for flt in filters:
+        page = await ops.page(flt, limit=100, offset=0)
+        expected = {job_id for job_id, (raw, ts) in stored.items() if flt.matches(_loads(raw), int(ts), raw)}
+        assert {job.id for job in page.jobs} == expected, flt
+        assert page.total == len(expected), flt

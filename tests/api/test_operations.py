@@ -12,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from bullmq import Worker
 
 from tests.api.conftest import ADMIN, READ, Placed, auth
-from tests.helpers import add_crawl, open_queue
+from tests.helpers import fail_jobs
 from worker.jobs import JobFilter
 from worker.operations import Operations, WrongState
 from worker.settings import Settings
@@ -33,22 +32,6 @@ def node_call(settings: Settings, *args: str) -> Any:
         cwd=INTEROP, capture_output=True, text=True, timeout=60, check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-async def fail_jobs(settings: Settings, specs: list[tuple[str, str]]) -> list[str]:
-    """Add (connector, connectorId) jobs with one attempt and fail each through a manual bullmq worker."""
-    queue = open_queue(settings)
-    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
-    ids = []
-    for connector, cid in specs:
-        job_id = await add_crawl(queue, connector, cid, priority=0, attempts=1)
-        job = await worker.getNextJob(f"t-{cid}")
-        assert job.id == job_id
-        await job.moveToFailed(RuntimeError("down"), f"t-{cid}")
-        ids.append(job_id)
-    await worker.close(force=True)
-    await queue.close()
-    return ids
 
 
 @pytest.mark.node
