@@ -29,6 +29,7 @@ from worker.jobs import JobFilter, JobPage
 from worker.logs import get_logger
 from worker.models import JobStatus, State
 from worker.operations import CLEANABLE, JobNotFound, Operations, WrongState
+from worker.request_guard import RequestGuard
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import JobStats, Period
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
         lifespan=lifespan,
         responses=RESPONSES,
     )
+    app.add_middleware(RequestGuard, settings=settings)  # token and size checked before a body is read
     read = [Depends(reader)]
     write = [Depends(admin)]
     dashboard = install_dashboard(app, settings, client, ops)

@@ -20,9 +20,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from worker.connections import RedisClient
+from worker.logs import get_logger
 from worker.models import JobStatus, State, normalize_connector
 from worker.status import JOB_FIELDS, Keys, to_status
 from worker.stuck import is_stuck
+
+log = get_logger(__name__)
 
 CHUNK = 1000
 ALL_STATES = (State.ACTIVE, State.STUCK, State.WAITING, State.PAUSED, State.DELAYED, State.COMPLETED, State.FAILED)
@@ -141,10 +144,17 @@ def _active_state(lock: Any) -> State:
     return State.STUCK if is_stuck(in_active=True, lock_exists=bool(lock)) else State.ACTIVE
 
 
+def _millis(value: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError:
+        return 0
+
+
 def _decode(raw: str | None) -> Any:
     try:
         return json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # unreadable data matches no data filter (and fails nothing)
         return None
 
 
@@ -167,7 +177,8 @@ local out = {#ids}
 for _, id in ipairs(ids) do
   local v = redis.call('HMGET', base .. id, 'data', 'timestamp')
   local raw, ts = v[1] or '', tonumber(v[2])
-  local ok = ts ~= nil
+  local ok = true
+  if (after or before) and ts == nil then ok = false end  -- no readable creation time: no time filter matches
   if ok and after and ts < after then ok = false end
   if ok and before and ts > before then ok = false end
   if ok and text ~= '' and not string.find(string.lower(raw), text, 1, true) then ok = false end
@@ -184,7 +195,7 @@ for _, id in ipairs(ids) do
       end
     end
   end
-  if ok then out[#out + 1] = id; out[#out + 1] = raw; out[#out + 1] = v[2] end
+  if ok then out[#out + 1] = id; out[#out + 1] = raw; out[#out + 1] = ts or 0 end
 end
 return out
 """
@@ -209,7 +220,7 @@ async def _scan(client: RedisClient, keys: Keys, flt: JobFilter) -> AsyncIterato
             count, *flat = await client.eval(SCAN_CHUNK, 1, src.key, *_scan_args(src, keys, flt, start))
             start += int(count)
             found = [(str(i), str(raw), str(ts)) for i, raw, ts in zip(flat[::3], flat[1::3], flat[2::3], strict=True)]
-            found = [(i, raw, ts) for i, raw, ts in found if flt.matches(_decode(raw), int(float(ts)), raw or None)]
+            found = [(i, raw, ts) for i, raw, ts in found if flt.matches(_decode(raw), _millis(ts), raw or None)]
             locks: list[Any] = []
             if found and src.state in (State.ACTIVE, State.STUCK):
                 pipe = client.pipeline(transaction=False)
@@ -288,22 +299,42 @@ def csv_row(status: JobStatus) -> str:
         json.dumps(progress) if isinstance(progress, dict) else progress, wire["failedReason"],
     ]  # fmt: skip
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in row])
+    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else _cell(v) for v in row])
     return buf.getvalue()
+
+
+#: A spreadsheet reads a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet will not evaluate: formula-looking text gets a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 async def export(client: RedisClient, keys: Keys, flt: JobFilter, fmt: str) -> AsyncIterator[str]:
     """Stream every matching job as CSV (header first) or as one JSON array, piece by piece."""
     if fmt == "csv":
         yield ",".join(CSV_COLUMNS) + "\n"
-        async for status in iter_statuses(client, keys, flt):
-            yield csv_row(status)
+        try:
+            async for status in iter_statuses(client, keys, flt):
+                yield csv_row(status)
+        except Exception as exc:  # headers are sent: the failure goes in the body, where a reader sees it
+            log.error("export.failed", format="csv", error=str(exc), error_type=type(exc).__name__)
+            yield f"# EXPORT INCOMPLETE: {type(exc).__name__}; the rows above are not all matching jobs\n"
         return
     yield "["
     first = True
-    async for status in iter_statuses(client, keys, flt):
-        yield ("" if first else ",") + status.model_dump_json(by_alias=True)
-        first = False
+    try:
+        async for status in iter_statuses(client, keys, flt):
+            yield ("" if first else ",") + status.model_dump_json(by_alias=True)
+            first = False
+    except Exception as exc:
+        log.error("export.failed", format="json", error=str(exc), error_type=type(exc).__name__)
+        failure = {"error": {"status": 500, "message": f"export incomplete: {type(exc).__name__}"}}
+        yield ("" if first else ",") + json.dumps(failure)
     yield "]\n"
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from worker.connections import RedisClient
 from worker.jobs import JobFilter, JobPage, current_counts, export, iter_statuses, list_jobs
+from worker.logs import get_logger
 from worker.models import JobStatus, State
 from worker.queue import QueueAdmin
 from worker.queue_stats import WorkerInfo, list_workers
@@ -14,6 +15,8 @@ from worker.schedules import ScheduleRequest, list_schedules, remove, upsert
 from worker.settings import Settings
 from worker.stats import JobStats, Period, read_stats
 from worker.status import Keys, get_logs, get_status
+
+log = get_logger(__name__)
 
 CLEANABLE = ("completed", "failed", "delayed", "wait", "paused", "prioritized")
 
@@ -50,9 +53,24 @@ class Operations:
         """Matching jobs as a CSV or JSON text stream."""
         return export(self.client, self.keys, flt, fmt)
 
+    async def _existing(self, job_id: str) -> JobStatus:
+        """The job's status; JobNotFound for anything that is not a job hash (the queue's own keys too)."""
+        status = await get_status(self.client, self.keys, job_id)
+        if status is None:
+            raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
+        return status
+
+    async def _admin(self, job_id: str, action: Callable[[str], Awaitable[str | None]]) -> str | None:
+        """``action(job_id)`` through bullmq, which parses the job: one it cannot read is a WrongState, not a 500."""
+        try:
+            return await action(job_id)
+        except (ValueError, TypeError, KeyError, RecursionError, UnicodeError) as exc:
+            raise WrongState(f"job {job_id!r} cannot be read by bullmq ({type(exc).__name__}); remove it") from exc
+
     async def retry(self, job_id: str) -> JobStatus:
         """Retry a failed job (it goes back to waiting)."""
-        before = await self.admin.retry(job_id)
+        await self._existing(job_id)
+        before = await self._admin(job_id, self.admin.retry)
         if before is None:
             raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
         if before != "failed":
@@ -69,13 +87,21 @@ class Operations:
         """Retry each of ``ids`` that is failed (others are left alone); returns the ids retried."""
         done = []
         for job_id in ids:
-            if await self.admin.retry(job_id) == "failed":
+            if await get_status(self.client, self.keys, job_id) is None:
+                continue
+            try:
+                before = await self._admin(job_id, self.admin.retry)
+            except WrongState as exc:
+                log.warning("job.retry_skipped", job_id=job_id, reason=str(exc))
+                continue
+            if before == "failed":
                 done.append(job_id)
         return done
 
     async def promote(self, job_id: str) -> JobStatus:
         """Run a delayed job now."""
-        before = await self.admin.promote(job_id)
+        await self._existing(job_id)
+        before = await self._admin(job_id, self.admin.promote)
         if before is None:
             raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
         if before != "delayed":
@@ -84,9 +110,7 @@ class Operations:
 
     async def remove(self, job_id: str) -> None:
         """Remove a job (an active job holding its lock cannot be removed)."""
-        status = await get_status(self.client, self.keys, job_id)
-        if status is None:
-            raise JobNotFound(f"job {job_id!r} not found in queue {self.keys.queue!r}")
+        status = await self._existing(job_id)
         if not await self.admin.remove(job_id):
             raise WrongState(f"job {job_id!r} is {status.state.value} and locked by a worker; it cannot be removed")
 

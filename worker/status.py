@@ -44,6 +44,28 @@ class Keys:
         return lock_key(self.prefix, self.queue, job_id)
 
 
+#: Key suffixes BullMQ uses for the queue itself: never job ids (``DELETE /v1/jobs/meta`` must not un-pause it).
+RESERVED_IDS = frozenset({
+    "meta", "id", "wait", "paused", "active", "prioritized", "delayed", "completed", "failed", "events",
+    "marker", "stalled", "stalled-check", "limiter", "pc", "repeat", "metrics",
+})  # fmt: skip
+#: Kept from a job's data when it cannot be read, so the page says what is there without shipping all of it.
+RAW_PREVIEW = 2000
+
+
+def not_a_job_id(job_id: str) -> bool:
+    """Ids that name the queue's own keys (or a job's logs and lock) rather than a job."""
+    return job_id in RESERVED_IDS or job_id.endswith((":logs", ":lock")) or job_id.startswith(("cw:", "stats:"))
+
+
+def text(value: str | None) -> str | None:
+    """A string read from Redis made safe to serialise: bytes that were not UTF-8 (read as lone
+    surrogates) become U+FFFD instead of failing the whole response."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _int(value: str | None) -> int | None:
     if value in (None, ""):
         return None
@@ -54,17 +76,30 @@ def _int(value: str | None) -> int | None:
 
 
 def _json(value: str | None) -> Any:
+    value = text(value)
     if value is None:
         return None
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return value
 
 
 def parse_data(raw: str | None) -> CrawlingJobData | dict[str, Any]:
-    """The job data as CrawlingJobData when it is valid, else the raw object (never fails)."""
-    value = _json(raw)
+    """The job data as CrawlingJobData when it is valid, else the raw object (never fails).
+
+    Data that is not JSON (or nested too deeply to read) comes back as ``{"unreadable": reason,
+    "preview": <its first characters>}``.
+    """
+    raw = text(raw)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        return {"unreadable": "nested too deeply to read", "preview": raw[:RAW_PREVIEW]}
+    except ValueError:
+        return {"unreadable": "not valid JSON", "preview": raw[:RAW_PREVIEW]}
     if not isinstance(value, dict):
         return {"value": value} if value is not None else {}
     try:
@@ -81,7 +116,7 @@ def to_status(job_id: str, fields: Sequence[str | None], state: State) -> JobSta
         progress = None
     return JobStatus(
         id=job_id,
-        name=f["name"] or "",
+        name=text(f["name"]) or "",
         data=parse_data(f["data"]),
         progress=progress,
         delay=_int(f["delay"]),
@@ -89,7 +124,7 @@ def to_status(job_id: str, fields: Sequence[str | None], state: State) -> JobSta
         attempts_made=_int(f["attemptsMade"]) or _int(f["atm"]) or 0,
         finished_on=_int(f["finishedOn"]),
         processed_on=_int(f["processedOn"]),
-        failed_reason=f["failedReason"] or None,
+        failed_reason=text(f["failedReason"]) or None,
         state=state,
     )
 
@@ -110,18 +145,21 @@ def state_of(where: Mapping[str, bool], *, queue_paused: bool, lock_exists: bool
 
 
 async def get_status(client: RedisClient, keys: Keys, job_id: str) -> JobStatus | None:
-    """One job's status in one round trip, or None when the job does not exist."""
+    """One job's status in one round trip, or None when there is no such job (only a hash with a
+    ``timestamp``, as BullMQ writes every job, is one: the queue's own keys are not jobs)."""
+    if not_a_job_id(job_id):
+        return None
     pipe = client.pipeline(transaction=False)
     pipe.hmget(keys.job(job_id), list(JOB_FIELDS))
-    pipe.exists(keys.job(job_id))
+    pipe.hexists(keys.job(job_id), "timestamp")
     for zset in ("completed", "failed", "delayed", "prioritized"):
         pipe.zscore(keys.key(zset), job_id)
     for lst in ("active", "wait", "paused"):
         pipe.lpos(keys.key(lst), job_id)
     pipe.exists(keys.lock(job_id))
     pipe.hget(keys.key("meta"), "paused")
-    fields, exists, *found, lock, paused = await pipe.execute()
-    if not exists:
+    fields, exists, *found, lock, paused = await pipe.execute(raise_on_error=False)
+    if isinstance(fields, Exception) or isinstance(exists, Exception) or not exists:  # WRONGTYPE: not a hash
         return None
     names = ("completed", "failed", "delayed", "prioritized", "active", "wait", "paused")
     where = {name: value is not None for name, value in zip(names, found, strict=True)}
@@ -132,4 +170,4 @@ async def get_status(client: RedisClient, keys: Keys, job_id: str) -> JobStatus 
 async def get_logs(client: RedisClient, keys: Keys, job_id: str, limit: int = 1000) -> list[str]:
     """The job's log lines (oldest first, the last ``limit``)."""
     lines = await client.lrange(keys.key(f"{job_id}:logs"), -limit, -1)
-    return [str(line) for line in lines]
+    return [text(str(line)) or "" for line in lines]
