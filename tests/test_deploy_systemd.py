@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import configparser
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.proc import REPO
+from tests.tools import need
 from worker.app import RET_CONFIG
 from worker.settings import Settings
 
@@ -21,10 +19,7 @@ MAX_EXPOSURE = 1.5
 
 
 def _analyze() -> str:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        pytest.skip("systemd-analyze is not installed (.ci/run installs it)")
-    return tool
+    return need("systemd-analyze", "apt-get install systemd; .ci/run installs it")
 
 
 def _instance(tmp_path: Path) -> Path:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
-import pytest
-
-from tests.conftest import IN_CI
+from tests.tools import missing, need
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -19,18 +17,11 @@ ARGS = [
 
 def chromium_path() -> str:
     """Debian's chromium; skipped locally when it (or playwright) is missing, an error in CI."""
-    missing = None
     try:
         import playwright  # noqa: F401
     except ImportError:
-        missing = "the playwright package (pip install -e '.[dev]')"
-    if shutil.which(CHROMIUM) is None:
-        missing = f"{CHROMIUM} (apt-get install chromium chromium-driver)"
-    if missing:
-        if IN_CI:
-            pytest.fail(f"browser tests need {missing} (CI=true)")
-        pytest.skip(f"browser tests need {missing}")
-    return CHROMIUM
+        missing("the playwright package", "pip install -e '.[dev]'")
+    return need("chromium", "apt-get install chromium chromium-driver", path=Path(CHROMIUM))
 
 
 @contextlib.asynccontextmanager
