@@ -164,9 +164,8 @@ async def test_every_refused_address_class_gets_zero_requests(
         port = site.base.rsplit(":", 1)[-1]
         conn = WebConnector(
             WebConfig(start_urls=[url.format(port=port)], same_host=False),
-            ConnectorContext(connector_id="ssrf", org_id="o", data_dir=tmp_path),
+            ConnectorContext(connector_id="ssrf", org_id="o", data_dir=tmp_path, resolver=resolver),
         )
-        conn.resolver = resolver
         _, docs, failures, stats = await crawl(conn.config, tmp_path, connector=conn)
         requests = list(site.log)
     assert sent == []

@@ -238,9 +238,8 @@ async def test_address_guard_refuses_internal_targets_without_a_request(tmp_path
 
         conn = WebConnector(
             WebConfig(start_urls=[url.format(port=port)], timeout_s=1),
-            ConnectorContext(connector_id="ssrf", org_id="org", data_dir=tmp_path),
+            ConnectorContext(connector_id="ssrf", org_id="org", data_dir=tmp_path, resolver=resolver),
         )
-        conn.resolver = resolver
         _, docs, failures, stats = await crawl(conn.config, tmp_path, connector=conn)
         requests = list(site.log)
     assert docs == []

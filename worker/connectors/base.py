@@ -21,6 +21,7 @@ from worker.documents import Document, ItemFailure
 
 if TYPE_CHECKING:
     from worker.sync_events import SyncEventPublisher
+    from worker.web.ssrf import Resolver
 
 
 class ConnectorConfig(BaseModel):
@@ -90,6 +91,9 @@ class ConnectorContext:
     job_key: str = ""
     #: PipesHub's sync-events publisher (the ``pipeshub-sync`` connector's way out).
     sync_events: SyncEventPublisher | None = None
+    #: How network connectors resolve host names for the address guard (None: the system's resolver;
+    #: tests map names to loopback addresses).
+    resolver: Resolver | None = None
 
 
 class Connector(ABC, Generic[ConfigT, CheckpointT]):

@@ -20,7 +20,9 @@ import itertools
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,7 +36,7 @@ from worker.web.frontier import PAGES, SKIPPED, Frontier, PageState
 from worker.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
 from worker.web.robots import Robots
 from worker.web.sitemaps import parse_sitemap
-from worker.web.ssrf import AddressGuard, BlockedAddress, Resolver, system_resolver
+from worker.web.ssrf import AddressGuard, BlockedAddress, system_resolver
 from worker.web.urls import absolute, host_port, in_host_scope, pattern_key, trap_reason, under_path, url_key
 
 TEXT_TYPES = ("text/plain", "text/markdown", "text/csv")
@@ -45,8 +47,17 @@ MAX_LINKS_KEPT = 500
 __all__ = ["WebCheckpoint", "WebConfig", "WebConnector"]
 
 
-#: A fetched batch: URL keys, the last run's page states, fetch results, parsed HTML by id(response).
-_Fetched = tuple[list[str], list[str | None], list["Response | ItemFailure | ComeBackLater | None"], dict[int, Parsed]]
+@dataclass(frozen=True)
+class _Prepared:
+    """What was done to a response off the event loop: its HTML parsed, or its binary body stored."""
+
+    parsed: Parsed | None = None
+    blob: str | None = None
+
+
+#: A fetched batch: URL keys, the last run's page states, fetch results, each response prepared by id(response).
+_Result: TypeAlias = "Response | ItemFailure | ComeBackLater | None"
+_Fetched = tuple[list[str], list[str | None], list[_Result], dict[int, _Prepared]]
 
 
 class WebCheckpoint(Checkpoint):
@@ -67,9 +78,6 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
     config_model = WebConfig
     checkpoint_model = WebCheckpoint
     carried = frozenset({PAGES, SKIPPED})
-
-    #: Tests inject a resolver (e.g. one mapping a name to 127.0.0.1) to exercise the address guard.
-    resolver: Resolver = staticmethod(system_resolver)
 
     def __init__(self, config: WebConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -106,7 +114,8 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                 backoff_s=c.backoff_s, max_retry_after_s=c.max_retry_after_s, max_redirects=c.max_redirects,
                 max_body_bytes=c.max_body_bytes, timeout_s=c.timeout_s,
             )
-            self._fetcher = Fetcher(self._client, AddressGuard(c.allowed_networks, self.resolver), politeness)
+            guard = AddressGuard(c.allowed_networks, self.context.resolver or system_resolver)
+            self._fetcher = Fetcher(self._client, guard, politeness)
         return self._fetcher
 
     async def aclose(self) -> None:
@@ -238,7 +247,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         self, batch: list[tuple[str, int]], fetched: _Fetched, failures: list[ItemFailure]
     ) -> tuple[list[Document], list[tuple[str, int]], float | None]:
         """Documents of a fetched batch (failures appended), the pages to come back to, and when."""
-        keys, before, results, parsed = fetched
+        keys, before, results, prepared = fetched
         documents: list[Document] = []
         requested: dict[str, str | None] = {}  # document id -> the last run's state of the URL fetched
         later: list[tuple[str, int]] = []
@@ -250,7 +259,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             elif isinstance(result, ItemFailure):
                 failures.append(result)
             elif isinstance(result, Response):
-                item = self._outcome(key, raw, result, depth, parsed.get(id(result)))
+                item = self._outcome(key, raw, result, depth, prepared.get(id(result), _Prepared()))
                 if isinstance(item, Document):
                     documents.append(item)
                     requested[item.id] = raw if stable_id(key) == item.id else None
@@ -293,9 +302,20 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         fetched = await asyncio.gather(
             *(self._get(url, depth, key, raw) for (url, depth), key, raw in zip(batch, keys, before, strict=True))
         )
-        html = [r for r in fetched if isinstance(r, Response) and r.status < 300 and mime_type(r) in HTML_TYPES]
-        pages = await asyncio.to_thread(parse_all, html, self.config.max_url_length) if html else []
-        return keys, before, fetched, dict(zip(map(id, html), pages, strict=True))
+        ok = [r for r in fetched if isinstance(r, Response) and r.status < 300]
+        html = [r for r in ok if mime_type(r) in HTML_TYPES]
+        binary = [r for r in ok if mime_type(r) not in HTML_TYPES and not mime_type(r).startswith(TEXT_TYPES)]
+        # parsing and blob files off the event loop: other jobs and the lock keeper share it
+        prepared = await asyncio.to_thread(self._prepare, html, binary) if html or binary else {}
+        return keys, before, fetched, prepared
+
+    def _prepare(self, html: list[Response], binary: list[Response]) -> dict[int, _Prepared]:
+        """Parse the HTML pages and store the binary bodies (in a worker thread), by id(response)."""
+        data_dir = Path(self.context.data_dir)
+        pages = parse_all(html, self.config.max_url_length)
+        out = {id(r): _Prepared(parsed=p) for r, p in zip(html, pages, strict=True)}
+        out.update({id(r): _Prepared(blob=store_blob(data_dir, r.body)) for r in binary})
+        return out
 
     async def _changed(self, documents: list[Document], requested: dict[str, str | None]) -> list[Document]:
         """Drop documents whose content hash is the one the last run saw (looked up by canonical key)."""
@@ -358,7 +378,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             return ItemFailure(source=url, reason=exc.reason, retryable=exc.retryable)
 
     def _outcome(
-        self, key: str, raw: str | None, response: Response, depth: int, parsed: Parsed | None
+        self, key: str, raw: str | None, response: Response, depth: int, prepared: _Prepared
     ) -> Document | ItemFailure | None:
         assert self._state is not None
         if response.status == 304 and raw is not None:
@@ -372,9 +392,9 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             if response.status not in GONE and raw is not None:
                 self._state.record_page(key, raw)  # only 404 / 410 say a page is gone
             return ItemFailure(source=response.url, reason=f"HTTP {response.status}")
-        return self._document(key, response, depth, parsed)
+        return self._document(key, response, depth, prepared)
 
-    def _document(self, key: str, response: Response, depth: int, parsed: Parsed | None) -> Document | None:
+    def _document(self, key: str, response: Response, depth: int, prepared: _Prepared) -> Document | None:
         state = self._state
         assert state is not None
         final_key = url_key(response.url) if response.redirects else key
@@ -387,8 +407,8 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         content_ref: str | None = None
         canonical_key = final_key
         kept: list[str] = []
-        if parsed is not None:
-            page, links = parsed
+        if prepared.parsed is not None:
+            page, links = prepared.parsed
             title, text = page.title, page.text
             if page.canonical and self._why_not(page.canonical, depth) is None:
                 canonical_key = url_key(page.canonical)
@@ -400,7 +420,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         elif mime.startswith(TEXT_TYPES):
             text = response.body.decode("utf-8", "replace")
         else:
-            content_ref = store_blob(Path(self.context.data_dir), response.body)
+            content_ref = prepared.blob
         if state.has_page(canonical_key):  # another URL of this run already gave this page
             self._stats["duplicate"] += 1
             return None
