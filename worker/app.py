@@ -11,7 +11,6 @@ Shutdown (arq's drain flag, dramatiq's two-stage termination):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from worker.connectors.registry import Registry, build_registry
 from worker.consumer import QueueWorker
 from worker.dispatch import Dispatcher
 from worker.http import OpsServer, start_ops_server
-from worker.logs import get_logger
+from worker.logs import get_logger, reap, suppressed
 from worker.metrics import Metrics
 from worker.runner import Runner
 from worker.runs import RunStore
@@ -141,7 +140,7 @@ class App:
                 loop.remove_signal_handler(sig)
             await self._close(background, stats, owned_sink, worker_client)
             if sync_events is not None:
-                with contextlib.suppress(Exception):
+                with suppressed("sync_events.close_failed"):
                     await sync_events.aclose()
 
     def _build(
@@ -204,8 +203,7 @@ class App:
         """Stop background tasks, write the last statistics, close the ops port, the sink and the clients."""
         for task in background:
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await reap(task, f"{task.get_name()}.failed")
         if stats is not None:
             try:
                 await stats.flush()
@@ -214,12 +212,12 @@ class App:
         if self.ops is not None:
             await self.ops.stop()
         if owned_sink is not None:
-            with contextlib.suppress(Exception):
+            with suppressed("sink.close_failed"):
                 await owned_sink.aclose()
-        with contextlib.suppress(Exception):
+        with suppressed("redis.close_failed", client="job path"):
             await worker_client.aclose()
         if self.client is not None:
-            with contextlib.suppress(Exception):
+            with suppressed("redis.close_failed", client="shared"):
                 await self.client.aclose()
 
     async def _wait_for_redis(self) -> bool:

@@ -24,7 +24,6 @@ What it fixes or adds over the port (see shared/research/bullmq-python.md):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import json
@@ -50,7 +49,7 @@ from worker import job_hash, repeat
 from worker.connections import AutoPipeline, RedisClient, ScriptCall, make_client
 from worker.errors import Next, RetryLater, classify
 from worker.handler import ActiveJob, Completion, Handler
-from worker.logs import get_logger
+from worker.logs import get_logger, reap
 from worker.queue import node_client_name
 from worker.settings import Settings
 
@@ -586,9 +585,12 @@ class QueueWorker:
             worker.cancelProcessing()
         if self._close_task is None:
             self._close_task = asyncio.create_task(worker.close(force=force), name="bullmq-close")
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.wait_for(asyncio.shield(self._close_task), timeout=10)
+        except TimeoutError:
+            log.warning("worker.close_slow", waited_s=10)
+        except asyncio.CancelledError:
+            log.warning("worker.close_cancelled")
         if self._run_task is not None:
             self._run_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._run_task
+            await reap(self._run_task, "worker.run_failed")

@@ -6,9 +6,11 @@ dispatcher, so every line a job's code logs carries it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any, Literal
 
 import structlog
@@ -49,3 +51,22 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A structured logger tagged with ``name``."""
     logger: structlog.stdlib.BoundLogger = structlog.get_logger(logger_name=name)
     return logger
+
+
+@contextlib.contextmanager
+def suppressed(event: str, **fields: Any) -> Iterator[None]:
+    """``contextlib.suppress(Exception)`` that is never silent: what it swallows is logged as ``event``."""
+    try:
+        yield
+    except Exception as exc:
+        get_logger("worker").warning(event, error=str(exc), error_type=type(exc).__name__, **fields)
+
+
+async def reap(task: asyncio.Future[Any], event: str) -> None:
+    """Wait for a task that was cancelled; its cancellation is expected, any other error is logged as ``event``."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        return
+    except Exception as exc:
+        get_logger("worker").warning(event, error=str(exc), error_type=type(exc).__name__)

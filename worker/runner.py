@@ -10,7 +10,6 @@ a run whose stored state passes ``run_state_max_mb`` fails (RunStateTooLarge) an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import secrets
 import time
@@ -30,7 +29,7 @@ from worker.errors import (
     RunStateTooLarge,
     TransientError,
 )
-from worker.logs import get_logger
+from worker.logs import get_logger, suppressed
 from worker.metrics import Metrics
 from worker.models import JobOutcome
 from worker.progress import ProgressReporter
@@ -139,7 +138,7 @@ class Runner:
         finally:
             self.store.drop(lease)
             if not released and not lost.is_set():
-                with contextlib.suppress(Exception):
+                with suppressed("run.lease_release_failed", lease=lease.key):  # it expires on its own
                     await self.store.release(lease)
         c = record.counters
         outcome = JobOutcome(
@@ -209,14 +208,14 @@ class Runner:
             record.status = "abandoned"  # the next run starts fresh; this one's state goes now
             deletions = [*run.take_deletions(), *self._run_keys(run)]
             record.state_names, record.checkpoint = [], None
-            with contextlib.suppress(Exception):
+            with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
                 await self.store.save(lease, record, delete=deletions)
             raise
         except BaseException:
             if committing:  # the commit may or may not have landed: the stored record is consistent either way
                 raise
             record.status = "interrupted"
-            with contextlib.suppress(Exception):
+            with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
                 await progress.flush()
                 await self.store.save(lease, record, delete=run.take_deletions())
             raise

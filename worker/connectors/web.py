@@ -15,7 +15,6 @@ skipped is counted in the step's stats and kept (bounded) in the ``skipped`` map
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import re
 import time
@@ -30,6 +29,7 @@ import aiohttp
 from worker.connectors.base import Checkpoint, Connector, ConnectorContext, StepResult
 from worker.documents import Document, ItemFailure, content_hash, stable_id
 from worker.errors import InvalidConnectorConfig
+from worker.logs import reap
 from worker.web.config import WebConfig
 from worker.web.fetch import ComeBackLater, Fetcher, FetchError, Politeness, Response
 from worker.web.frontier import PAGES, SKIPPED, Frontier, PageState
@@ -122,8 +122,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         """Stop fetching ahead; close the HTTP client."""
         if self._ahead is not None:
             self._ahead[1].cancel()
-            with contextlib.suppress(BaseException):
-                await self._ahead[1]
+            await reap(self._ahead[1], "web.fetch_ahead_failed")
             self._ahead = None
         if self._client is not None:
             await self._client.close()
