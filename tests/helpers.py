@@ -113,7 +113,6 @@ async def running_app(
 class RecordingSink(Sink):
     """A sink that records every batch with the time it arrived (for ordering assertions)."""
 
-    name = "recording"
 
     def __init__(self) -> None:
         self.batches: list[tuple[float, InstanceRef, list[Document]]] = []

@@ -37,7 +37,6 @@ class CountCheckpoint(Checkpoint):
 class CountConnector(Connector[CountConfig, CountCheckpoint]):
     """A connector whose failures the test scripts through a shared counter."""
 
-    name = "count"
     config_model = CountConfig
     checkpoint_model = CountCheckpoint
     failures: ClassVar[list[int]] = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from worker.connections import RedisClient
 from worker.logs import get_logger
@@ -337,12 +337,6 @@ async def export(client: RedisClient, keys: Keys, flt: JobFilter, fmt: str) -> A
         yield ("" if first else ",") + json.dumps(failure)
     yield "]\n"
 
-
-class Pagination(BaseModel):
-    """limit / offset of a listing."""
-
-    limit: int = Field(50, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
 
 
 async def current_counts(client: RedisClient, keys: Keys) -> dict[str, int]:

@@ -84,7 +84,6 @@ class ConnectorContext:
     data_dir: Path
     attempt: int = 1
     credentials: Mapping[str, SecretStr] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
     #: The job's connector type as the producer sent it (``"SharePoint Online"``).
     connector_type: str = ""
     #: Identifies the job across its attempts and recoveries (an idempotency key): ``<jobId>@<created ms>``.
@@ -99,7 +98,6 @@ class ConnectorContext:
 class Connector(ABC, Generic[ConfigT, CheckpointT]):
     """Base class of all connectors. Subclasses set the three class attributes and ``run_step``."""
 
-    name: ClassVar[str]
     config_model: ClassVar[type[ConnectorConfig]]
     checkpoint_model: ClassVar[type[Checkpoint]]
     #: Serves instances of any connector type (a delegate such as ``pipeshub-sync``), not only its own.

@@ -74,7 +74,6 @@ class FilesystemCheckpoint(Checkpoint):
 class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
     """Walks ``config.root`` and emits one document per file."""
 
-    name = "filesystem"
     config_model = FilesystemConfig
     checkpoint_model = FilesystemCheckpoint
     carried = frozenset({FILES})

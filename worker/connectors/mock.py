@@ -42,7 +42,6 @@ class MockCheckpoint(Checkpoint):
 class MockConnector(Connector[MockConfig, MockCheckpoint]):
     """Emits synthetic documents according to its config."""
 
-    name = "mock"
     config_model = MockConfig
     checkpoint_model = MockCheckpoint
 

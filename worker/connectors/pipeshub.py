@@ -42,7 +42,6 @@ class PipesHubSyncCheckpoint(Checkpoint):
 class PipesHubSyncConnector(Connector[PipesHubSyncConfig, PipesHubSyncCheckpoint]):
     """Publishes one ``<connector>.resync`` event for the job's connector instance."""
 
-    name = "pipeshub-sync"
     config_model = PipesHubSyncConfig
     checkpoint_model = PipesHubSyncCheckpoint
     serves_any_type = True

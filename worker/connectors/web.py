@@ -74,7 +74,6 @@ class WebCheckpoint(Checkpoint):
 class WebConnector(Connector[WebConfig, WebCheckpoint]):
     """Crawls websites from start URLs and sitemaps."""
 
-    name = "web"
     config_model = WebConfig
     checkpoint_model = WebCheckpoint
     carried = frozenset({PAGES, SKIPPED})

@@ -22,8 +22,6 @@ class InstanceRef:
 class Sink(ABC):
     """Accepts batches of documents. ``write`` returns only once the batch is durable."""
 
-    name: str
-
     @abstractmethod
     async def write(self, instance: InstanceRef, documents: Sequence[Document]) -> int:
         """Persist ``documents`` (idempotent by id); return how many were new or changed."""
