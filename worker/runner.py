@@ -185,10 +185,9 @@ class Runner:
                 self._check_size(run, step.changes)
                 written = await self._write(instance, step.documents)
                 committing = True  # from here until the commit returns, the stored record may be either step's
-                _account(record, step, written)
-                run.details.update(step.details)
                 checkpoint = step.checkpoint
-                record.checkpoint = checkpoint.model_dump(mode="json")
+                record.commit_step(step, written, checkpoint.model_dump(mode="json"))
+                run.details.update(step.details)
                 if checkpoint.has_more:  # the last step is committed with the completion record below
                     await self.store.save(lease, record, step.changes, delete=run.take_deletions())
                 else:
@@ -205,16 +204,14 @@ class Runner:
         except LeaseLost:
             raise
         except RunStateTooLarge:
-            record.status = "abandoned"  # the next run starts fresh; this one's state goes now
-            deletions = [*run.take_deletions(), *self._run_keys(run)]
-            record.state_names, record.checkpoint = [], None
+            deletions = [*run.take_deletions(), *self._keys(lease.key, record.run_id, record.abandon())]
             with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
                 await self.store.save(lease, record, delete=deletions)
             raise
         except BaseException:
             if committing:  # the commit may or may not have landed: the stored record is consistent either way
                 raise
-            record.status = "interrupted"
+            record.interrupt()
             with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
                 await progress.flush()
                 await self.store.save(lease, record, delete=run.take_deletions())
@@ -233,30 +230,21 @@ class Runner:
             "narrow the crawl (max_pages, max_depth, include / exclude) or raise run_state_max_mb"
         )
 
-    def _run_keys(self, run: _Run) -> list[str]:
-        """The data keys of the run's own structures."""
-        return [self.store.data_key(run.lease.key, run.record.run_id, name) for name in run.record.state_names]
+    def _keys(self, instance: str, run_id: str | None, names: list[str]) -> list[str]:
+        """The data keys of ``names``, structures stored by run ``run_id`` of ``instance``."""
+        return [self.store.data_key(instance, run_id, name) for name in names] if run_id is not None else []
 
     def _complete(self, run: _Run, connector: Connector[Any, Any], last: StateChanges) -> ScriptCall:
         """The completion write: the last step's kept changes, carried maps kept, everything else dropped."""
         record, lease = run.record, run.lease
-        carried = [name for name in record.state_names if name in connector.carried]
+        previous_run = record.last_completed_run_id
+        dropped, replaced = record.complete(connector.carried)
         deletions = [
             *run.take_deletions(),
-            *(self.store.data_key(lease.key, record.run_id, n) for n in record.state_names if n not in carried),
+            *self._keys(lease.key, record.run_id, dropped),
+            *self._keys(lease.key, previous_run, replaced),
         ]
-        if record.last_completed_run_id not in (None, record.run_id):
-            deletions += [
-                self.store.data_key(lease.key, record.last_completed_run_id, name)
-                for name in record.last_completed_names
-            ]
-        last.ops = [op for op in last.ops if op.name in carried]  # the rest is deleted in the same call
-        record.status = "completed"
-        record.last_completed_checkpoint = record.checkpoint
-        record.last_completed_version = record.checkpoint_version
-        record.last_completed_at = time.time()
-        record.last_completed_run_id, record.last_completed_names = record.run_id, carried
-        record.checkpoint, record.state_names = None, []
+        last.ops = [op for op in last.ops if op.name in connector.carried]  # the rest is deleted in the same call
         return self.store.save_call(lease, record, release=True, changes=last, delete=deletions)
 
     async def _write(self, instance: InstanceRef, documents: list[Document]) -> int:
@@ -284,74 +272,40 @@ class Runner:
         """Resume an interrupted run from its checkpoint, or start a new (incremental) run."""
         record = lease.record()
         version = connector.checkpoint_model.schema_version
-        resumable = (
-            record is not None
-            and record.status in ("running", "interrupted")
-            and record.checkpoint is not None
-            and record.config_hash == request.config_hash
-            and record.checkpoint_version == version
-        )
         deletions: list[str] = []
-        if record is not None and resumable:
+        if record is not None and record.resumable(request.config_hash, version):
             assert record.checkpoint is not None
             checkpoint = connector.checkpoint_model.model_validate(record.checkpoint)
-            progressed = record.commits > record.commits_at_start
-            record.no_progress_attempts = 0 if progressed else record.no_progress_attempts + 1
-            if record.no_progress_attempts >= self.max_no_progress:
-                record.status = "abandoned"
-                doomed = [self.store.data_key(lease.key, record.run_id, n) for n in record.state_names]
-                record.state_names, record.checkpoint = [], None
-                await self.store.save(lease, record, delete=doomed)
+            if record.count_resume() >= self.max_no_progress:
+                attempts = record.no_progress_attempts
+                await self.store.save(lease, record, delete=self._keys(lease.key, record.run_id, record.abandon()))
                 raise NoProgressError(
-                    f"run {record.run_id} made no progress in {record.no_progress_attempts} consecutive attempts "
+                    f"run {record.run_id} made no progress in {attempts} consecutive attempts "
                     f"(stuck at {record.counters.processed} items); the next run starts fresh"
                 )
             log.info("run.resumed", run_id=record.run_id, processed=record.counters.processed, epoch=lease.epoch)
             if self.metrics:
                 self.metrics.run_resumed(request.connector)
-            resumed = True
-        else:
-            same_config = record is not None and record.config_hash == request.config_hash
-            previous = None
-            if (
-                record is not None
-                and same_config
-                and record.last_completed_checkpoint is not None
-                and record.last_completed_version == version
-            ):
-                previous = connector.checkpoint_model.model_validate(record.last_completed_checkpoint)
-            checkpoint = connector.initial_checkpoint(previous)
-            run_id = f"{self._run_id_prefix}{next(self._run_ids):08x}"
+            record.start_attempt(request.job_id)
+            await self.store.save(lease, record)  # the attempt (and its no-progress count) is on record first
+            return _Run(request, lease, lost, record, True, checkpoint, deletions)
+        last_done = record.previous(request.config_hash, version) if record is not None else None
+        previous = connector.checkpoint_model.model_validate(last_done) if last_done is not None else None
+        checkpoint = connector.initial_checkpoint(previous)
+        run_id = f"{self._run_id_prefix}{next(self._run_ids):08x}"
+        if record is None:
             fresh = RunRecord(run_id=run_id, config_hash=request.config_hash, checkpoint_version=version)
-            if record is not None:
-                # an unfinished run that is not resumed leaves its state behind: dropped with the first commit
-                deletions += [self.store.data_key(lease.key, record.run_id, n) for n in record.state_names]
-                done_keys = [
-                    self.store.data_key(lease.key, record.last_completed_run_id, n)
-                    for n in record.last_completed_names
-                    if record.last_completed_run_id is not None
-                ]
-                if same_config and previous is not None:
-                    fresh.last_completed_checkpoint = record.last_completed_checkpoint
-                    fresh.last_completed_version = record.last_completed_version
-                    fresh.last_completed_at = record.last_completed_at
-                    fresh.last_completed_run_id = record.last_completed_run_id
-                    fresh.last_completed_names = record.last_completed_names
-                else:
-                    deletions += done_keys
-            record = fresh
-            record.checkpoint = checkpoint.model_dump(mode="json")
-            resumed = False
-            log.debug("run.started", run_id=record.run_id, incremental=previous is not None)
-        record.status = "running"
-        record.commits_at_start = record.commits
-        record.attempts += 1
-        record.job_id = request.job_id
-        if resumed:  # the attempt (and its no-progress count) is on record before any step runs
-            await self.store.save(lease, record)
+        else:
+            # an unfinished run that is not resumed leaves its state behind: dropped with the first commit
+            deletions += self._keys(lease.key, record.run_id, record.state_names)
+            fresh = record.successor(run_id, request.config_hash, version, incremental=previous is not None)
+            if previous is None:
+                deletions += self._keys(lease.key, record.last_completed_run_id, record.last_completed_names)
+        fresh.start_attempt(request.job_id, checkpoint.model_dump(mode="json"))
+        log.debug("run.started", run_id=run_id, incremental=previous is not None)
         # A fresh run is first written with its first step (or as interrupted, if that step raises):
         # until then there is nothing to resume, and a crash leaves the previous record as it was.
-        return _Run(request, lease, lost, record, resumed, checkpoint, deletions)
+        return _Run(request, lease, lost, fresh, False, checkpoint, deletions)
 
 
 @dataclass
@@ -373,22 +327,6 @@ class _Run:
         """The pending deletions, once."""
         taken, self.deletions = self.deletions, []
         return taken
-
-
-def _account(record: RunRecord, step: Any, written: int) -> None:
-    c = record.counters
-    c.processed += step.processed
-    c.documents += len(step.documents)
-    c.written += written
-    c.deleted += sum(doc.deleted for doc in step.documents)
-    c.bytes += sum(doc.size for doc in step.documents)
-    c.failures += len(step.failures)
-    c.steps += 1
-    record.commits += 1
-    record.state_size += step.changes.size
-    record.state_names.extend(sorted(step.changes.names() - set(record.state_names)))
-    if step.total is not None:
-        record.total = max(step.total, c.processed)
 
 
 def _extra(record: RunRecord, request: CrawlRequest, resumed: bool) -> dict[str, Any]:

@@ -108,8 +108,8 @@ class Counters:
 class RunRecord:
     """Everything needed to resume or continue a connector instance's crawl.
 
-    A plain dataclass: the runner updates it field by field on every step; it is validated when
-    read back from Redis (:func:`load_record`) and written as JSON (:func:`dump_record`).
+    A plain dataclass whose state changes are its methods (the runner calls them, step by step); it is
+    validated when read back from Redis (:func:`load_record`) and written as JSON (:func:`dump_record`).
     """
 
     run_id: str
@@ -136,6 +136,91 @@ class RunRecord:
     #: The last completed run whose carried structures the next run reads as ``previous``.
     last_completed_run_id: str | None = None
     last_completed_names: list[str] = field(default_factory=list)
+
+    # --- every change of a run's state, in the order a run goes through them -----------------------
+
+    def resumable(self, config_hash: str, version: int) -> bool:
+        """An unfinished run of the same configuration and checkpoint schema, with a checkpoint to resume."""
+        return (
+            self.status in ("running", "interrupted")
+            and self.checkpoint is not None
+            and self.config_hash == config_hash
+            and self.checkpoint_version == version
+        )
+
+    def count_resume(self) -> int:
+        """Another attempt resumes this run: its count of consecutive attempts without a commit."""
+        progressed = self.commits > self.commits_at_start
+        self.no_progress_attempts = 0 if progressed else self.no_progress_attempts + 1
+        return self.no_progress_attempts
+
+    def previous(self, config_hash: str, version: int) -> dict[str, Any] | None:
+        """The last completed run's final checkpoint, if the next run may start from it (incremental)."""
+        if self.config_hash == config_hash and self.last_completed_version == version:
+            return self.last_completed_checkpoint
+        return None
+
+    def successor(self, run_id: str, config_hash: str, version: int, *, incremental: bool) -> RunRecord:
+        """A fresh run after this record; it inherits the last completed run when it crawls incrementally."""
+        fresh = RunRecord(run_id=run_id, config_hash=config_hash, checkpoint_version=version)
+        if incremental:
+            fresh.last_completed_checkpoint = self.last_completed_checkpoint
+            fresh.last_completed_version = self.last_completed_version
+            fresh.last_completed_at = self.last_completed_at
+            fresh.last_completed_run_id = self.last_completed_run_id
+            fresh.last_completed_names = self.last_completed_names
+        return fresh
+
+    def start_attempt(self, job_id: str, checkpoint: dict[str, Any] | None = None) -> None:
+        """An attempt of ``job_id`` runs this record (from ``checkpoint`` when the run is new)."""
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
+        self.status = "running"
+        self.commits_at_start = self.commits
+        self.attempts += 1
+        self.job_id = job_id
+
+    def commit_step(self, step: Any, written: int, checkpoint: dict[str, Any]) -> None:
+        """A step's documents, counters and stored-state growth, and the checkpoint after it."""
+        c = self.counters
+        c.processed += step.processed
+        c.documents += len(step.documents)
+        c.written += written
+        c.deleted += sum(doc.deleted for doc in step.documents)
+        c.bytes += sum(doc.size for doc in step.documents)
+        c.failures += len(step.failures)
+        c.steps += 1
+        self.commits += 1
+        self.state_size += step.changes.size
+        self.state_names.extend(sorted(step.changes.names() - set(self.state_names)))
+        if step.total is not None:
+            self.total = max(step.total, c.processed)
+        self.checkpoint = checkpoint
+
+    def interrupt(self) -> None:
+        """The attempt stopped between commits: the next one resumes from the checkpoint."""
+        self.status = "interrupted"
+
+    def abandon(self) -> list[str]:
+        """The run is given up (no progress, state past its cap): the next one starts fresh. Returns the
+        names of its stored structures, to delete."""
+        self.status = "abandoned"
+        names, self.state_names, self.checkpoint = self.state_names, [], None
+        return names
+
+    def complete(self, carried: frozenset[str]) -> tuple[list[str], list[str]]:
+        """The run finished: its checkpoint becomes the last completed one, its ``carried`` structures are
+        kept for the next run. Returns (its structures to delete, the previous completed run's to delete)."""
+        kept = [name for name in self.state_names if name in carried]
+        dropped = [name for name in self.state_names if name not in carried]
+        replaced = self.last_completed_names if self.last_completed_run_id not in (None, self.run_id) else []
+        self.status = "completed"
+        self.last_completed_checkpoint = self.checkpoint
+        self.last_completed_version = self.checkpoint_version
+        self.last_completed_at = time.time()
+        self.last_completed_run_id, self.last_completed_names = self.run_id, kept
+        self.checkpoint, self.state_names = None, []
+        return dropped, replaced
 
 
 _RECORD = TypeAdapter(RunRecord)
