@@ -1,0 +1,131 @@
+"""The package's own import graph, read from the source (no module is imported): for the test that
+keeps data flowing one way, and for the picture in ``docs/imports.svg`` (``python -m worker.imports``).
+
+Imports under ``if TYPE_CHECKING:`` are annotations, not dependencies, and are left out.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+#: The way data flows, top to bottom (the README's architecture): a module may import modules of its own
+#: rank or below, never above. Modules not listed are shared plumbing (settings, errors, logs, models...).
+FLOW = (
+    ("worker.cli",),
+    ("worker.app", "worker.demo", "worker.jobs_cli", "worker.api", "worker.serving", "worker.ui"),
+    ("worker.consumer",),
+    ("worker.dispatch",),
+    ("worker.runner",),
+    ("worker.connectors",),
+    ("worker.sinks",),
+)
+
+
+def module_name(path: Path) -> str:
+    """``worker/web/fetch.py`` -> ``worker.web.fetch``; a package's ``__init__`` is the package."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_block(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(tree: ast.Module, here: str, modules: set[str]) -> Iterator[str]:
+    """The modules ``here`` imports: ``from pkg import sub`` is ``pkg.sub`` when that is a module, else ``pkg``."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if _type_checking_block(node):
+            skip.update(id(child) for child in ast.walk(node))
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                base = ".".join([*here.split(".")[: -node.level], *([base] if base else [])])
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                yield full if full in modules else base
+
+
+def graph() -> dict[str, set[str]]:
+    """Each worker module -> the worker modules it imports at run time."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(path) for path in paths}
+    edges: dict[str, set[str]] = {}
+    for path in paths:
+        here = module_name(path)
+        targets = {name for name in _imports(ast.parse(path.read_text()), here, modules) if name in modules}
+        edges[here] = targets - {here}
+    return edges
+
+
+def rank(module: str) -> int | None:
+    """The module's place in :data:`FLOW` (0 = top), or None for shared plumbing."""
+    for i, level in enumerate(FLOW):
+        if any(module == name or module.startswith(name + ".") for name in level):
+            return i
+    return None
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle found (each as the path that closes it); empty when the graph is a DAG."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                found.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def upward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports that run back up :data:`FLOW` (a lower module importing a higher one)."""
+    out = []
+    for source, targets in edges.items():
+        for target in targets:
+            low, high = rank(source), rank(target)
+            if low is not None and high is not None and high < low:
+                out.append((source, target))
+    return sorted(out)
+
+
+def dot(edges: dict[str, set[str]]) -> str:
+    """The graph in Graphviz DOT, arrows pointing down (importer above imported); the modules of
+    :data:`FLOW` are shaded."""
+    lines = [
+        "digraph imports {",
+        '  rankdir=TB; newrank=true; node [shape=box, fontsize=10]; edge [color="#00000040", arrowsize=0.5];',
+    ]
+    for module in sorted(edges):
+        label = module.removeprefix("worker.")
+        style = ', style=filled, fillcolor="#e8f0fe"' if rank(module) is not None else ""
+        lines.append(f'  {_id(module)} [label="{label}"{style}];')
+    lines.extend(f"  {_id(s)} -> {_id(t)};" for s in sorted(edges) for t in sorted(edges[s]))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _id(module: str) -> str:
+    return module.replace(".", "_")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(dot(graph()))
