@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.repeat import RepeatError, cron_next, next_tick
+from worker.errors import RepeatError
+from worker.repeat import cron_next, next_tick
 
 HOUR = 3_600_000
 

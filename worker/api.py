@@ -24,11 +24,11 @@ from starlette.exceptions import HTTPException
 from worker import __version__
 from worker.auth import Role, require_tokens, role_of
 from worker.connections import make_client
-from worker.errors import InvalidJobData
+from worker.errors import InvalidJobData, JobNotFound, WrongState
 from worker.jobs import JobFilter, JobPage
 from worker.logs import get_logger
 from worker.models import JobStatus, State
-from worker.operations import CLEANABLE, JobNotFound, Operations, WrongState
+from worker.operations import CLEANABLE, Operations
 from worker.request_guard import RequestGuard
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings

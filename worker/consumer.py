@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import job_hash, repeat
 from worker.connections import AutoPipeline, RedisClient, ScriptCall, make_client
-from worker.errors import Next, RetryLater, classify
+from worker.errors import Next, RepeatError, RetryLater, classify
 from worker.handler import ActiveJob, Completion, Handler
 from worker.logs import get_logger, reap
 from worker.queue import node_client_name
@@ -362,7 +362,7 @@ class _Worker(Worker):  # type: ignore[misc]
             return
         try:
             tick = repeat.next_tick(scheduler_id, job.name, opts, int(time.time() * 1000))
-        except repeat.RepeatError as exc:
+        except RepeatError as exc:
             log.error("repeat.ended", job_id=job.id, scheduler=scheduler_id, reason=str(exc))
             return
         if tick is None:

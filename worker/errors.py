@@ -84,6 +84,48 @@ class LeaseLost(CrawlWorkerError):
     """Another worker took over this instance (fencing): stop without writing."""
 
 
+class SourceError(CrawlWorkerError):
+    """A source failed or refused one item. Connectors turn these into item failures (or a retry-after) of
+    the step; one that escaped a step would be retried like any transient failure."""
+
+
+class FetchError(SourceError):
+    """A page could not be fetched; ``retryable`` says whether a later run may succeed."""
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class BlockedAddress(SourceError):
+    """The URL's host is, or resolves to, an address crawls may not reach."""
+
+
+class ComeBackLater(SourceError):
+    """The server asked for a pause longer than we wait in place (Retry-After)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"server asked to retry after {seconds:.0f}s")
+        self.seconds = seconds
+
+
+class RepeatError(CrawlWorkerError):
+    """Repeat options that cannot produce a next tick (Node throws here too): the schedule ends, logged."""
+
+
+class OperationError(CrawlWorkerError):
+    """An operator's request on a job cannot be carried out (the API answers 404 / 409)."""
+
+
+class JobNotFound(OperationError, LookupError):
+    """No job with that id."""
+
+
+class WrongState(OperationError, ValueError):
+    """The job is not in a state the operation applies to."""
+
+
 class Next(StrEnum):
     """What happens to a job after an exception."""
 

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from worker.connections import make_client
-from worker.errors import ConfigError, InvalidJobData
+from worker.errors import ConfigError, InvalidJobData, JobNotFound, WrongState
 from worker.jobs import JobFilter
 from worker.models import ScheduleConfig, State
-from worker.operations import CLEANABLE, JobNotFound, Operations, WrongState
+from worker.operations import CLEANABLE, Operations
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import Period

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from worker.connections import RedisClient
+from worker.errors import JobNotFound, WrongState
 from worker.jobs import JobFilter, JobPage, current_counts, export, iter_statuses, list_jobs
 from worker.logs import get_logger
 from worker.models import JobStatus, State
@@ -21,12 +22,8 @@ log = get_logger(__name__)
 CLEANABLE = ("completed", "failed", "delayed", "wait", "paused", "prioritized")
 
 
-class JobNotFound(LookupError):
-    """No job with that id."""
 
 
-class WrongState(ValueError):
-    """The job is not in a state the operation applies to."""
 
 
 class Operations:

@@ -26,14 +26,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
+from worker.errors import RepeatError
 from worker.models import epoch_ms
 
 #: Node BullMQ 5.56.1's ``updateJobScheduler-12`` script (MIT), loaded by the queue adapter.
 UPDATE_JOB_SCHEDULER_LUA = Path(__file__).with_name("lua") / "update_job_scheduler_5_56.lua"
 
 
-class RepeatError(ValueError):
-    """The repeat options cannot produce a next tick (Node throws here too): the schedule ends."""
 
 
 @dataclass(frozen=True)

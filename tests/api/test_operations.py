@@ -15,8 +15,9 @@ import pytest
 
 from tests.api.conftest import ADMIN, READ, Placed, auth
 from tests.helpers import fail_jobs
+from worker.errors import WrongState
 from worker.jobs import JobFilter
-from worker.operations import Operations, WrongState
+from worker.operations import Operations
 from worker.settings import Settings
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"

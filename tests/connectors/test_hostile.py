@@ -16,7 +16,8 @@ from tests.connectors.test_web import crawl
 from worker.connectors.base import ConnectorContext
 from worker.connectors.web import WebConfig, WebConnector
 from worker.crawlstate import MemoryRunData
-from worker.web.fetch import Fetcher, FetchError
+from worker.errors import FetchError
+from worker.web.fetch import Fetcher
 
 Talk = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -28,15 +28,15 @@ import aiohttp
 
 from worker.connectors.base import Checkpoint, Connector, ConnectorContext, StepResult
 from worker.documents import Document, ItemFailure, content_hash, stable_id
-from worker.errors import InvalidConnectorConfig
+from worker.errors import BlockedAddress, ComeBackLater, FetchError, InvalidConnectorConfig
 from worker.logs import reap
 from worker.web.config import WebConfig
-from worker.web.fetch import ComeBackLater, Fetcher, FetchError, Politeness, Response
+from worker.web.fetch import Fetcher, Politeness, Response
 from worker.web.frontier import PAGES, SKIPPED, Frontier, PageState
 from worker.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
 from worker.web.robots import Robots
 from worker.web.sitemaps import parse_sitemap
-from worker.web.ssrf import AddressGuard, BlockedAddress, system_resolver
+from worker.web.ssrf import AddressGuard, system_resolver
 from worker.web.urls import absolute, host_port, in_host_scope, pattern_key, trap_reason, under_path, url_key
 
 TEXT_TYPES = ("text/plain", "text/markdown", "text/csv")

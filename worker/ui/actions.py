@@ -18,9 +18,9 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
-from worker.errors import InvalidJobData
+from worker.errors import InvalidJobData, JobNotFound, WrongState
 from worker.models import ScheduleConfig, State
-from worker.operations import CLEANABLE, JobNotFound, WrongState
+from worker.operations import CLEANABLE
 from worker.schedules import ScheduleRequest
 from worker.ui.failures import group_ids
 from worker.ui.routes import Dashboard, form_of, job_filter, safe_next

@@ -20,28 +20,16 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from worker.web.ssrf import AddressGuard, BlockedAddress
+from worker.errors import BlockedAddress, ComeBackLater, FetchError
+from worker.web.ssrf import AddressGuard
 from worker.web.urls import absolute
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({429, 503})
 
 
-class FetchError(Exception):
-    """A page could not be fetched; ``retryable`` says whether a later run may succeed."""
-
-    def __init__(self, reason: str, *, retryable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
 
 
-class ComeBackLater(Exception):
-    """The server asked for a pause longer than we wait in place (Retry-After)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"server asked to retry after {seconds:.0f}s")
-        self.seconds = seconds
 
 
 @dataclass

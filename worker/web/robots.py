@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 
 from protego import Protego
 
-from worker.web.fetch import ComeBackLater, Fetcher, FetchError
-from worker.web.ssrf import BlockedAddress
+from worker.errors import BlockedAddress, ComeBackLater, FetchError
+from worker.web.fetch import Fetcher
 
 
 class Robots:

@@ -21,13 +21,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
+from worker.errors import BlockedAddress
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
-class BlockedAddress(Exception):
-    """The URL's host is, or resolves to, an address crawls may not reach."""
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
