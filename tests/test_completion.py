@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
@@ -18,7 +19,7 @@ NOOP = {"connector": "mock", "config": {"items": 3}}
 
 
 async def _events(client: aioredis.Redis, queue: str, job_id: str) -> list[str]:
-    entries = await client.xrange(f"bull:{queue}:events")
+    entries = cast("list[tuple[str, dict[str, str]]]", await client.xrange(f"bull:{queue}:events"))  # decoded
     return [fields["event"] for _, fields in entries if fields.get("jobId") == job_id]
 
 

@@ -22,7 +22,7 @@ from worker.connections import make_client
 from worker.settings import Settings
 
 QUICK = {"connector": "mock", "config": {"items": 3, "step_size": 3}}
-KEEP = {"removeOnComplete": 1000, "removeOnFail": 1000}
+KEEP: dict[str, Any] = {"removeOnComplete": 1000, "removeOnFail": 1000}
 
 
 def producer(settings: Settings) -> Queue:
@@ -38,7 +38,8 @@ async def crawl_one(settings: Settings) -> None:
             job_id = await add_crawl(queue, "mock", "quick", **KEEP)
 
             async def done() -> bool:
-                return await queue.getJobState(job_id) == "completed"
+                state: str = await queue.getJobState(job_id)
+                return state == "completed"
 
             await wait_for(done, timeout=20, what="the crawl to complete")
     finally:
@@ -168,7 +169,8 @@ async def _failover_during_crawls(settings: Settings, sentinel: int, replica: in
             ids = [await add_crawl(queue, "mock", cid, **KEEP) for cid in instances]
 
             async def some_done() -> bool:
-                return (await queue.getJobCounts("completed"))["completed"] >= 2
+                counts: dict[str, int] = await queue.getJobCounts("completed")
+                return counts["completed"] >= 2
 
             await wait_for(some_done, timeout=20, what="the first crawls to complete")
             await asyncio.to_thread(_cli, sentinel, "sentinel", "failover", "mymaster")

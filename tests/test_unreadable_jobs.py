@@ -6,10 +6,11 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from tests.helpers import catalog_of, crawl_job, open_queue, running_app, wait_state
 from worker.settings import Settings
@@ -17,7 +18,7 @@ from worker.settings import Settings
 GOOD = {"connector": "mock", "config": {"items": 2}}
 
 # name -> (fields to overwrite in the stored job hash (bytes allowed), expected fragment of failedReason)
-CORRUPTIONS: dict[str, tuple[dict[str, Any], str]] = {
+CORRUPTIONS: dict[str, tuple[dict[FieldT, EncodableT], str]] = {
     "deep": ({"data": "[" * 200_000 + "]" * 200_000}, "job data is nested too deeply"),
     "utf8": ({"data": b'{"connector":"mock","connectorId":"good","orgId":"o","x":"\xff\xfe"}'}, "not valid UTF-8"),
     "timestamp": ({"timestamp": "yesterday"}, "job field timestamp must be an integer, got 'yesterday'"),
@@ -53,7 +54,7 @@ async def test_each_unreadable_job_fails_at_once_and_a_good_job_completes(
             for job_id in ids.values():
                 await wait_state(queue, job_id, ["failed"], timeout=15)
         for case, job_id in ids.items():
-            stored = await raw.hgetall(f"bull:{settings.queue_name}:{job_id}")
+            stored = cast("dict[bytes, bytes]", await raw.hgetall(f"bull:{settings.queue_name}:{job_id}"))
             expected = CORRUPTIONS.get(case, (None, "job option attempts must be a whole number, got string 'abc'"))[1]
             reason = stored[b"failedReason"].decode()
             assert expected in reason, (case, reason)
@@ -61,7 +62,8 @@ async def test_each_unreadable_job_fails_at_once_and_a_good_job_completes(
             assert stored.get(b"stc", b"0") == b"0", f"{case}: failed on its first pickup, never stalled"
             trace = json.loads(stored.get(b"stacktrace", b"[]"))
             assert trace == [], (case, trace)
-        assert (await raw.hget(f"bull:{settings.queue_name}:{ids['deep']}", "data")).startswith(b"[[["), "kept as sent"
+        kept = cast(bytes, await raw.hget(f"bull:{settings.queue_name}:{ids['deep']}", "data"))
+        assert kept.startswith(b"[[["), "kept as sent"
         done = await queue.getJob(good)
         assert done.attemptsMade == 1, "nothing was done to the good job"
         assert done.failedReason is None
@@ -99,7 +101,7 @@ async def test_oversized_job_data_is_refused_before_it_is_parsed(
             await wait_state(queue, job_id, ["failed"], timeout=30)
             tick.cancel()
         assert max(gaps) < 1.5, f"the loop stalled {max(gaps):.2f} s (parsing it would stall it for seconds)"
-        reason = (await raw.hget(f"bull:{settings.queue_name}:{job_id}", "failedReason")).decode()
+        reason = cast(bytes, await raw.hget(f"bull:{settings.queue_name}:{job_id}", "failedReason")).decode()
         assert f"job data is {len(blob)} bytes, above job_data_max_bytes=1048576" in reason
     finally:
         await queue.close()

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from tests.api.conftest import ADMIN, READ, auth
 from tests.helpers import add_crawl, open_queue
@@ -20,7 +21,7 @@ from worker.models import JobStatus
 from worker.settings import Settings
 
 #: Stored fields that used to make listings, single reads and exports answer 500.
-BROKEN: dict[str, dict[str, Any]] = {
+BROKEN: dict[str, dict[FieldT, EncodableT]] = {
     "utf8-data": {"data": b'{"connector":"mock","connectorId":"u","orgId":"o","x":"\xff"}'},
     "deep-data": {"data": "[" * 100_000 + "]" * 100_000},
     "utf8-name": {"name": b"crawl-\xfe\xff"},

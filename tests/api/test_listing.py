@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -135,7 +136,7 @@ TRICKY_CONNECTORS = [
 
 async def test_the_scan_in_redis_finds_exactly_what_the_python_rule_accepts(ops: Operations) -> None:
     """Filters run in Redis (Lua) give the same jobs as JobFilter.matches on every job, tricky data included."""
-    raw_data = [
+    raw_data: list[Any] = [
         {"connector": name, "connectorId": f"c{i}", "orgId": "Org-1" if i % 2 else "org-1", "note": "Crème brûlée"}
         for i, name in enumerate(TRICKY_CONNECTORS)
     ]
@@ -156,7 +157,7 @@ async def test_the_scan_in_redis_finds_exactly_what_the_python_rule_accepts(ops:
     filters += [JobFilter(text=text) for text in ("crème", "CRÈME", "drive", "not json", '"c1"', "ünicode")]
     window = {"created_after": datetime.fromtimestamp(1.005, UTC), "created_before": datetime.fromtimestamp(1.008, UTC)}
     filters.append(JobFilter(**window))
-    stored = {
+    stored: dict[str, Any] = {  # [data, timestamp] as decoded text
         job_id: await ops.client.hmget(ops.keys.job(job_id), ["data", "timestamp"]) for job_id in [*ids, "bad-json"]
     }
     for flt in filters:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ async def test_periods_count_only_their_window(make_settings: Callable[..., Sett
     await rec.add("drive", "completed", 1.0, now_s=now - 20 * 86400)
     await rec.add("drive", "completed", 1.0, now_s=now - 40 * 86400)  # outside every period
 
-    async def stats(period: Period) -> dict[str, object]:
+    async def stats(period: Period) -> dict[str, Any]:
         return (await read_stats(redis_client, prefix=s.prefix, queue=s.queue_name, period=period,
                                  now_s=now)).model_dump()
 

@@ -54,7 +54,7 @@ def trickle(head: bytes) -> Talk:
     async def talk(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(head)
         await writer.drain()
-        for _ in range(100_000):
+        for _byte in range(100_000):
             writer.write(b"x")
             await writer.drain()
             await asyncio.sleep(1)

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from tests.conftest import delete_keys
 from tests.helpers import open_queue, running_app, wait_for, wait_state
-from tests.interop.pipeshub import PACKAGES, aproducer, delayed_ticks, job_hash, tick_millis
+from tests.interop.pipeshub import PACKAGES, aproducer, delayed_ticks, job_hash, members, tick_millis
 from tests.proc import start_worker
 from worker.catalog import Catalog, InstanceEntry
 from worker.settings import Settings
@@ -102,7 +102,7 @@ async def test_every_schedule_type_is_accepted_and_its_next_tick_is_the_one_node
         theirs = await _schedule_everything(redis_url, twin, package)
         assert len(ours) == 7
         for name in (queue_name, twin):  # run the first ticks now (the cron ones are hours away)
-            for job_id in await redis_client.zrange(f"bull:{name}:delayed", 0, -1):
+            for job_id in await members(redis_client, f"bull:{name}:delayed"):
                 await redis_client.zadd(f"bull:{name}:delayed", {job_id: 0})  # due: the worker promotes it
         node = asyncio.create_task(aproducer(redis_url, twin, package, "work", {"count": 7, "timeoutMs": 30000}))
         queue = open_queue(settings)
@@ -158,7 +158,7 @@ async def test_a_repeat_every_1500_ms_runs_consecutive_ticks_with_the_producers_
     queue = open_queue(settings)
 
     async def completed_ticks() -> list[str]:
-        done = await redis_client.zrange(f"bull:{settings.queue_name}:completed", 0, -1)
+        done = await members(redis_client, f"bull:{settings.queue_name}:completed")
         return sorted((t for t in done if t.startswith(key + ":")), key=tick_millis)
 
     try:
@@ -233,10 +233,10 @@ async def test_two_workers_racing_for_ticks_create_each_next_tick_once(
     other = make_settings(concurrency=3)
     async with running_app(settings, _route_all_to_mock()), running_app(other, _route_all_to_mock()):
         await wait_for(
-            lambda: _at_least(lambda: redis_client.zrange(f"bull:{settings.queue_name}:completed", 0, -1), 4),
+            lambda: _at_least(lambda: members(redis_client, f"bull:{settings.queue_name}:completed"), 4),
             timeout=20, what="4 completed ticks",
         )
-    done = sorted(await redis_client.zrange(f"bull:{settings.queue_name}:completed", 0, -1), key=tick_millis)
+    done = sorted(await members(redis_client, f"bull:{settings.queue_name}:completed"), key=tick_millis)
     slots = [tick_millis(t) for t in done]
     assert slots == sorted(set(slots)), "no tick ran twice"
     assert all(b - a == 1000 for a, b in itertools.pairwise(slots)), slots
@@ -305,7 +305,7 @@ async def test_limit_end_date_and_immediately_are_honoured(
     queue = open_queue(settings)
 
     async def completed(key: str) -> list[str]:
-        done = await redis_client.zrange(f"bull:{queue_name}:completed", 0, -1)
+        done = await members(redis_client, f"bull:{queue_name}:completed")
         return [t for t in done if t.startswith(added[key]["jobId"].rsplit(":", 1)[0] + ":")]
 
     try:

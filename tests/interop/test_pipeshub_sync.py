@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +22,8 @@ from worker.sync_events import SyncEventPublisher, event_type, sync_event
 
 pytestmark = pytest.mark.node
 
+#: A stream entry as a decoding client reads it: (id, fields).
+Entry = tuple[str, dict[str, str]]
 GROUP = "connector-service"  # a consumer group, as PipesHub's connector service reads the stream
 
 
@@ -61,9 +63,10 @@ async def stream_client(stream_redis: tuple[int, Path]) -> AsyncIterator[aioredi
     await client.aclose()
 
 
-async def _read_group(client: aioredis.Redis) -> list[tuple[str, dict[str, str]]]:
+async def _read_group(client: aioredis.Redis) -> list[Entry]:
     reply = await client.xreadgroup(GROUP, "reader-1", {"sync-events": ">"}, count=100)
-    return [(entry_id, fields) for _, entries in reply for entry_id, fields in entries]
+    streams = cast(list[tuple[str, list[Entry]]], reply)
+    return [(entry_id, fields) for _, entries in streams for entry_id, fields in entries]
 
 
 def _delegating_catalog() -> Catalog:
@@ -174,7 +177,7 @@ async def test_the_event_is_byte_for_byte_what_pipeshubs_node_producer_writes(
             })
             publisher = SyncEventPublisher(redis_client, stream=stream, maxlen=500_000, dedup_ttl_s=60)
             ours = await publisher.publish(sync_event("org-9", connector, "id-9", now_ms=now), job_key=f"{connector}@1")
-            entries = dict(await redis_client.xrange(stream))
+            entries = dict(cast(list[Entry], await redis_client.xrange(stream)))
             assert entries[ours.entry_id] == entries[node_id], connector
             assert ours.event_type == event_type(connector)
     finally:

@@ -36,7 +36,7 @@ class CountingRedis(aioredis.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Count one command, then send it."""
         self.counter[0] += 1
-        return await super().execute_command(*args, **options)
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> CountingPipeline:
         """A counting pipeline sharing this client's pool and count."""
@@ -49,5 +49,6 @@ class CountingRedis(aioredis.Redis):
 async def counting_client(redis_url: str) -> AsyncIterator[CountingRedis]:
     """A decoded client that counts the Redis commands it sends."""
     client = CountingRedis.from_url(redis_url, decode_responses=True)
+    assert isinstance(client, CountingRedis)  # from_url is annotated to return the base class
     yield client
     await client.aclose()

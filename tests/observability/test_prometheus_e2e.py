@@ -64,7 +64,7 @@ async def test_prometheus_scrapes_dashboard_queries_return_data_and_failure_aler
                 return bool(await asyncio.to_thread(prometheus.query, 'up{job="crawl-worker"} == 1'))
 
             await wait_for(scraped, timeout=20, what="first successful scrape")
-            fast_retry = {"backoff": {"type": "fixed", "delay": 100}}
+            fast_retry: dict[str, Any] = {"backoff": {"type": "fixed", "delay": 100}}
             for _ in range(6):  # traffic spread over several scrapes, so counters increase between samples
                 for cid in ("ok", "bad", "flaky", "later"):
                     await add_crawl(queue, "mock", cid, **fast_retry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from bullmq import Queue, Worker
@@ -50,7 +50,7 @@ async def test_every_state_is_counted(queue_name: str, redis_url: str, redis_cli
             await queue.add(name, {}, {"attempts": 1})
 
         async def settled() -> bool:
-            counts = await queue.getJobCounts("active", "completed", "failed")
+            counts: dict[str, int] = await queue.getJobCounts("active", "completed", "failed")
             return counts == {"active": 2, "completed": 1, "failed": 1}
 
         await wait_for(settled, what="2 active, 1 completed, 1 failed")
@@ -60,7 +60,7 @@ async def test_every_state_is_counted(queue_name: str, redis_url: str, redis_cli
         await queue.add("p", {}, {"priority": 5})
         await queue.add("p", {}, {"priority": 5})
         await queue.add("d", {}, {"delay": 60_000})
-        active_ids = await redis_client.lrange(f"bull:{queue_name}:active", 0, -1)
+        active_ids = cast("list[str]", await redis_client.lrange(f"bull:{queue_name}:active", 0, -1))  # decoded
         await redis_client.delete(lock_key("bull", queue_name, active_ids[0]))  # its worker "died"
 
         state = await stats.compute(queue_name)
@@ -130,6 +130,7 @@ async def test_snapshot_is_shared_across_replicas(
 ) -> None:
     """Two collectors (two replicas): only the first computes; the second reads the snapshot with one GET."""
     other = CountingRedis.from_url(redis_url, decode_responses=True)
+    assert isinstance(other, CountingRedis)
     try:
         await fill_wait(counting_client, queue_name, 3, int(time.time() * 1000))
         first, second = collector(counting_client, queue_name, 30), collector(other, queue_name, 30)
@@ -173,6 +174,7 @@ async def test_only_the_lock_holder_recomputes_a_stale_snapshot(
 ) -> None:
     """Snapshot stale and another replica holding the lock: a collector serves the old snapshot (2 commands)."""
     other = CountingRedis.from_url(redis_url, decode_responses=True)
+    assert isinstance(other, CountingRedis)
     try:
         await fill_wait(counting_client, queue_name, 3, int(time.time() * 1000))
         first, second = collector(counting_client, queue_name, 0.2), collector(other, queue_name, 0.2)
@@ -187,7 +189,7 @@ async def test_only_the_lock_holder_recomputes_a_stale_snapshot(
         await asyncio.sleep(0.25)
         await second.refresh()  # lock free: this replica computes and publishes
         assert second.snapshot(queue_name).jobs["waiting"] == 4  # type: ignore[union-attr]
-        published = json.loads(await counting_client.get(f"bull:{queue_name}:crawl-worker:queue-stats"))
+        published = json.loads(cast(str, await counting_client.get(f"bull:{queue_name}:crawl-worker:queue-stats")))
         assert published["jobs"]["waiting"] == 4
     finally:
         await other.aclose()
