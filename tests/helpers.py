@@ -31,8 +31,20 @@ def crawl_job(connector: str, connector_id: str, org_id: str = "org-1") -> tuple
 
 
 def open_queue(settings: Settings) -> Queue:
-    """A bullmq Queue on the test's queue (closed by the caller)."""
+    """A bullmq Queue on the test's queue (closed by the caller; a test takes the ``queue`` fixture instead)."""
     return Queue(settings.queue_name, {"connection": settings.redis_url, "prefix": settings.prefix})
+
+
+@contextlib.asynccontextmanager
+async def queue_and_hand_worker(settings: Settings) -> AsyncIterator[tuple[Queue, Worker]]:
+    """A Queue and a Worker taking jobs only by hand, closed on exit (where the test's fixtures do not reach)."""
+    queue = open_queue(settings)
+    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
+    try:
+        yield queue, worker
+    finally:
+        await worker.close(force=True)
+        await queue.close()
 
 
 async def add_crawl(queue: Queue, connector: str, connector_id: str, *, org_id: str = "org-1", **opts: Any) -> str:
@@ -43,21 +55,15 @@ async def add_crawl(queue: Queue, connector: str, connector_id: str, *, org_id: 
     return str(job.id)
 
 
-async def fail_jobs(settings: Settings, specs: Sequence[tuple[str, ...]], reason: str = "down") -> list[str]:
-    """Add (connector, connectorId[, orgId]) jobs with one attempt and fail each through a manual bullmq worker."""
-    queue = open_queue(settings)
-    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
+async def fail_jobs(queue: Queue, worker: Worker, specs: Sequence[tuple[str, ...]], reason: str = "down") -> list[str]:
+    """Add (connector, connectorId[, orgId]) jobs with one attempt and fail each through ``worker`` (taking by hand)."""
     ids = []
-    try:
-        for connector, cid, *org in specs:
-            job_id = await add_crawl(queue, connector, cid, org_id=org[0] if org else "org-1", priority=0, attempts=1)
-            job = await worker.getNextJob(f"t-{cid}")
-            assert job.id == job_id
-            await job.moveToFailed(RuntimeError(reason), f"t-{cid}")
-            ids.append(job_id)
-    finally:
-        await worker.close(force=True)
-        await queue.close()
+    for connector, cid, *org in specs:
+        job_id = await add_crawl(queue, connector, cid, org_id=org[0] if org else "org-1", priority=0, attempts=1)
+        job = await worker.getNextJob(f"t-{cid}")
+        assert job.id == job_id
+        await job.moveToFailed(RuntimeError(reason), f"t-{cid}")
+        ids.append(job_id)
     return ids
 
 

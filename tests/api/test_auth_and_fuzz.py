@@ -17,6 +17,7 @@ from schemathesis.core.result import Err, Ok
 
 from tests.api.conftest import ADMIN, READ, auth, place_jobs
 from tests.conftest import delete_keys
+from tests.helpers import queue_and_hand_worker
 from worker.api import create_app
 from worker.errors import ConfigError
 from worker.settings import Settings
@@ -32,9 +33,8 @@ def api_url(redis_url: str) -> Iterator[str]:
                  metrics_enabled=False)
 
     async def place() -> None:
-        placed = await place_jobs(s)
-        await placed.worker.close(force=True)
-        await placed.queue.close()
+        async with queue_and_hand_worker(s) as (queue, worker):
+            await place_jobs(queue, worker)
 
     asyncio.run(place())
     server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=0, log_level="warning"))
