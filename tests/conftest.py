@@ -89,6 +89,21 @@ async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
+async def make_redis() -> AsyncIterator[Callable[..., aioredis.Redis]]:
+    """Open asyncio Redis clients (the arguments of ``Redis.from_url``); every one is closed after the test."""
+    opened: list[aioredis.Redis] = []
+
+    def factory(url: str, **kwargs: Any) -> aioredis.Redis:
+        client = aioredis.Redis.from_url(url, **kwargs)
+        opened.append(client)
+        return client
+
+    yield factory
+    for client in opened:
+        await client.aclose()
+
+
+@pytest.fixture
 async def make_queue(redis_url: str, queue_name: str) -> AsyncIterator[Callable[..., Queue]]:
     """Open bullmq Queues: this test's queue, or the queue of the Settings given; every one is closed after."""
     opened: list[Queue] = []
