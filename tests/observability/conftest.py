@@ -1,13 +1,16 @@
-"""Observability fixtures: a Redis client that counts the commands it sends."""
+"""Observability fixtures: Redis clients that count the commands they send."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+
+from tests.observability.prometheus_server import PrometheusServer, fast_rules
 
 
 class CountingPipeline(Pipeline):
@@ -46,9 +49,38 @@ class CountingRedis(aioredis.Redis):
 
 
 @pytest.fixture
-async def counting_client(redis_url: str) -> AsyncIterator[CountingRedis]:
-    """A decoded client that counts the Redis commands it sends."""
-    client = CountingRedis.from_url(redis_url, decode_responses=True)
-    assert isinstance(client, CountingRedis)  # from_url is annotated to return the base class
-    yield client
-    await client.aclose()
+async def make_counting_client(redis_url: str) -> AsyncIterator[Callable[[], CountingRedis]]:
+    """Open decoded clients of the test Redis that count the commands they send; every one is closed after."""
+    opened: list[CountingRedis] = []
+
+    def factory() -> CountingRedis:
+        client = CountingRedis.from_url(redis_url, decode_responses=True)
+        assert isinstance(client, CountingRedis)  # from_url is annotated to return the base class
+        opened.append(client)
+        return client
+
+    yield factory
+    for client in opened:
+        await client.aclose()
+
+
+@pytest.fixture
+def counting_client(make_counting_client: Callable[[], CountingRedis]) -> CountingRedis:
+    """A decoded client that counts the Redis commands it sends, closed after the test."""
+    return make_counting_client()
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], PrometheusServer]]:
+    """Start Prometheus scraping the targets given, with the fast alert rules; every one is stopped after the test."""
+    started: list[PrometheusServer] = []
+
+    def factory(targets: list[str]) -> PrometheusServer:
+        server = PrometheusServer(tmp_path / f"prometheus-{len(started)}", targets, fast_rules(tmp_path / "rules.yml"))
+        started.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
