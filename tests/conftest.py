@@ -90,11 +90,11 @@ async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 async def make_redis() -> AsyncIterator[Callable[..., aioredis.Redis]]:
-    """Open asyncio Redis clients (the arguments of ``Redis.from_url``); every one is closed after the test."""
+    """Open asyncio Redis clients (``Redis.from_url``'s arguments, or a subclass's); every one is closed after."""
     opened: list[aioredis.Redis] = []
 
-    def factory(url: str, **kwargs: Any) -> aioredis.Redis:
-        client = aioredis.Redis.from_url(url, **kwargs)
+    def factory(url: str, client_class: type[aioredis.Redis] = aioredis.Redis, **kwargs: Any) -> aioredis.Redis:
+        client = client_class.from_url(url, **kwargs)
         opened.append(client)
         return client
 

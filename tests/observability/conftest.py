@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +49,15 @@ class CountingRedis(aioredis.Redis):
 
 
 @pytest.fixture
-async def make_counting_client(redis_url: str) -> AsyncIterator[Callable[[], CountingRedis]]:
+def make_counting_client(redis_url: str, make_redis: Callable[..., aioredis.Redis]) -> Callable[[], CountingRedis]:
     """Open decoded clients of the test Redis that count the commands they send; every one is closed after."""
-    opened: list[CountingRedis] = []
 
     def factory() -> CountingRedis:
-        client = CountingRedis.from_url(redis_url, decode_responses=True)
+        client = make_redis(redis_url, CountingRedis, decode_responses=True)
         assert isinstance(client, CountingRedis)  # from_url is annotated to return the base class
-        opened.append(client)
         return client
 
-    yield factory
-    for client in opened:
-        await client.aclose()
+    return factory
 
 
 @pytest.fixture
