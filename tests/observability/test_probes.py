@@ -13,7 +13,7 @@ import pytest
 from bullmq import Queue
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import add_crawl, catalog_of, wait_for, wait_state
+from tests.helpers import add_crawl, catalog_of, running_app, wait_for, wait_state
 from tests.proc import Processes, write_catalog
 from tests.redis_server import RedisServer, free_port
 from worker.app import App
@@ -34,9 +34,7 @@ async def test_liveness_survives_redis_outage_and_readiness_follows(
         redis_url=private_redis.url, metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=0,
         redis_retry_delay_ms=500,
     )
-    app = App(settings, registry=CollectorRegistry(), catalog=catalog_of())
-    task = asyncio.create_task(app.run())
-    try:
+    async with running_app(settings, catalog_of(), wait_started=False) as app:
         await wait_for(lambda: asyncio.sleep(0, app.ops is not None and app.ops.port > 0), what="ops port")
         assert app.ops is not None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.ops.port}") as http:
@@ -72,9 +70,6 @@ async def test_liveness_survives_redis_outage_and_readiness_follows(
             private_redis.start()
             await wait_for(ready, timeout=15, what="ready after Redis came back")
             assert await _status(http, "/healthz") == 200
-    finally:
-        app.request_stop()
-        await asyncio.wait_for(task, timeout=60)
 
 
 async def test_readiness_is_unready_while_draining(make_settings: Callable[..., Settings], redis_url: str) -> None:
