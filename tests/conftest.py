@@ -35,12 +35,14 @@ def _redis_available() -> bool:
         return False
 
 
-@pytest.fixture(autouse=True)
-def _no_worker_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see (and the workers they start inherit) no CRAWL_WORKER_* variable of the caller's shell."""
-    for name in list(os.environ):
-        if name.upper().startswith("CRAWL_WORKER_") and name.upper() != "CRAWL_WORKER_TEST_REDIS_URL":
-            monkeypatch.delenv(name)
+@pytest.fixture(autouse=True, scope="session")
+def _no_worker_settings_from_the_shell() -> Iterator[None]:
+    """Tests and fixtures of any scope see (and the workers they start inherit) no CRAWL_WORKER_* of the shell."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.upper().startswith("CRAWL_WORKER_") and name.upper() != "CRAWL_WORKER_TEST_REDIS_URL":
+                patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")

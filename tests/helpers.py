@@ -39,7 +39,8 @@ def open_queue(settings: Settings) -> Queue:
 async def queue_and_hand_worker(settings: Settings) -> AsyncIterator[tuple[Queue, Worker]]:
     """A Queue and a Worker taking jobs only by hand, closed on exit (where the test's fixtures do not reach)."""
     queue = open_queue(settings)
-    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
+    options = {"connection": settings.redis_url, "prefix": settings.prefix, "autorun": False}
+    worker = Worker(settings.queue_name, None, options)
     try:
         yield queue, worker
     finally:
