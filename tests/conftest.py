@@ -1,4 +1,8 @@
-"""Shared fixtures: a real Redis, a unique queue per test, and cleanup of only the keys a test made."""
+"""Shared fixtures: a real Redis, a unique queue per test, and cleanup of only the keys a test made.
+
+Whatever a fixture opens (queues, clients, processes, servers) it closes after the test: tests hold no
+``finally`` of their own for them.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,14 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from bullmq import Queue, Worker
 
+from tests.helpers import open_queue
+from tests.proc import Processes
+from tests.redis_server import RedisServer
 from tests.tools import missing
+from worker.connections import make_client
+from worker.operations import Operations
 from worker.settings import Settings
 
 REDIS_URL = os.environ.get("CRAWL_WORKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -25,12 +35,14 @@ def _redis_available() -> bool:
         return False
 
 
-@pytest.fixture(autouse=True)
-def _no_worker_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see (and the workers they start inherit) no CRAWL_WORKER_* variable of the caller's shell."""
-    for name in list(os.environ):
-        if name.upper().startswith("CRAWL_WORKER_") and name.upper() != "CRAWL_WORKER_TEST_REDIS_URL":
-            monkeypatch.delenv(name)
+@pytest.fixture(autouse=True, scope="session")
+def _no_worker_settings_from_the_shell() -> Iterator[None]:
+    """Tests and fixtures of any scope see (and the workers they start inherit) no CRAWL_WORKER_* of the shell."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.upper().startswith("CRAWL_WORKER_") and name.upper() != "CRAWL_WORKER_TEST_REDIS_URL":
+                patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +80,85 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client without decoding (bytes in, bytes out: what a broken producer stores), closed after."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def make_redis() -> AsyncIterator[Callable[..., aioredis.Redis]]:
+    """Open asyncio Redis clients (``Redis.from_url``'s arguments, or a subclass's); every one is closed after."""
+    opened: list[aioredis.Redis] = []
+
+    def factory(url: str, client_class: type[aioredis.Redis] = aioredis.Redis, **kwargs: Any) -> aioredis.Redis:
+        client = client_class.from_url(url, **kwargs)
+        opened.append(client)
+        return client
+
+    yield factory
+    for client in opened:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_queue(redis_url: str, queue_name: str) -> AsyncIterator[Callable[..., Queue]]:
+    """Open bullmq Queues: this test's queue, or the queue of the Settings given; every one is closed after."""
+    opened: list[Queue] = []
+
+    def factory(settings: Settings | None = None) -> Queue:
+        queue = open_queue(settings) if settings else Queue(queue_name, {"connection": redis_url, "prefix": "bull"})
+        opened.append(queue)
+        return queue
+
+    yield factory
+    for queue in opened:
+        await queue.close()
+
+
+@pytest.fixture
+def queue(make_queue: Callable[..., Queue]) -> Queue:
+    """A bullmq Queue on this test's queue (the Redis, prefix and queue of ``make_settings()``), closed after."""
+    return make_queue()
+
+
+@pytest.fixture
+async def hand_worker(redis_url: str, queue_name: str) -> AsyncIterator[Worker]:
+    """A bullmq Worker on this test's queue that takes jobs only by hand (``getNextJob``), closed after."""
+    worker = Worker(queue_name, None, {"connection": redis_url, "autorun": False})
+    yield worker
+    await worker.close(force=True)
+
+
+@pytest.fixture
+async def ops(make_settings: Callable[..., Settings]) -> AsyncIterator[Operations]:
+    """The shared job operations on this test's queue, closed (with their client) after."""
+    settings = make_settings()
+    client = make_client(settings)
+    operations = Operations(settings, client)
+    yield operations
+    await operations.close()
+    await client.aclose()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Start processes through this; each one still running after the test is killed and waited for, once."""
+    started = Processes()
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, not started yet (for tests that stop and restart Redis); killed after."""
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -31,8 +31,21 @@ def crawl_job(connector: str, connector_id: str, org_id: str = "org-1") -> tuple
 
 
 def open_queue(settings: Settings) -> Queue:
-    """A bullmq Queue on the test's queue (closed by the caller)."""
+    """A bullmq Queue on the test's queue (closed by the caller; a test takes the ``queue`` fixture instead)."""
     return Queue(settings.queue_name, {"connection": settings.redis_url, "prefix": settings.prefix})
+
+
+@contextlib.asynccontextmanager
+async def queue_and_hand_worker(settings: Settings) -> AsyncIterator[tuple[Queue, Worker]]:
+    """A Queue and a Worker taking jobs only by hand, closed on exit (where the test's fixtures do not reach)."""
+    queue = open_queue(settings)
+    options = {"connection": settings.redis_url, "prefix": settings.prefix, "autorun": False}
+    worker = Worker(settings.queue_name, None, options)
+    try:
+        yield queue, worker
+    finally:
+        await worker.close(force=True)
+        await queue.close()
 
 
 async def add_crawl(queue: Queue, connector: str, connector_id: str, *, org_id: str = "org-1", **opts: Any) -> str:
@@ -43,21 +56,15 @@ async def add_crawl(queue: Queue, connector: str, connector_id: str, *, org_id: 
     return str(job.id)
 
 
-async def fail_jobs(settings: Settings, specs: Sequence[tuple[str, ...]], reason: str = "down") -> list[str]:
-    """Add (connector, connectorId[, orgId]) jobs with one attempt and fail each through a manual bullmq worker."""
-    queue = open_queue(settings)
-    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
+async def fail_jobs(queue: Queue, worker: Worker, specs: Sequence[tuple[str, ...]], reason: str = "down") -> list[str]:
+    """Add (connector, connectorId[, orgId]) jobs with one attempt and fail each through ``worker`` (taking by hand)."""
     ids = []
-    try:
-        for connector, cid, *org in specs:
-            job_id = await add_crawl(queue, connector, cid, org_id=org[0] if org else "org-1", priority=0, attempts=1)
-            job = await worker.getNextJob(f"t-{cid}")
-            assert job.id == job_id
-            await job.moveToFailed(RuntimeError(reason), f"t-{cid}")
-            ids.append(job_id)
-    finally:
-        await worker.close(force=True)
-        await queue.close()
+    for connector, cid, *org in specs:
+        job_id = await add_crawl(queue, connector, cid, org_id=org[0] if org else "org-1", priority=0, attempts=1)
+        job = await worker.getNextJob(f"t-{cid}")
+        assert job.id == job_id
+        await job.moveToFailed(RuntimeError(reason), f"t-{cid}")
+        ids.append(job_id)
     return ids
 
 
@@ -88,9 +95,14 @@ async def wait_state(queue: Queue, job_id: str, states: Sequence[str], timeout: 
 
 @contextlib.asynccontextmanager
 async def running_app(
-    settings: Settings, catalog: Catalog, *, sink: Sink | None = None, registry: CollectorRegistry | None = None
+    settings: Settings, catalog: Catalog, *, sink: Sink | None = None, registry: CollectorRegistry | None = None,
+    wait_started: bool = True,
 ) -> AsyncIterator[App]:
-    """Run the real worker App in this event loop; stop it gracefully on exit."""
+    """Run the real worker App in this event loop; stop it gracefully on exit.
+
+    The block starts once the app consumes jobs, or at once with ``wait_started=False`` (an app whose Redis is
+    not there yet).
+    """
     app = App(settings, registry=registry or CollectorRegistry(), catalog=catalog, sink=sink)
     started = asyncio.Event()
 
@@ -99,10 +111,11 @@ async def running_app(
 
     app.on_started.append(mark)
     task = asyncio.create_task(app.run())
-    waiter = asyncio.create_task(started.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        raise AssertionError(f"worker exited during start-up with {task.result()}")
+    if wait_started:
+        waiter = asyncio.create_task(started.wait())
+        done, _ = await asyncio.wait({task, waiter}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            raise AssertionError(f"worker exited during start-up with {task.result()}")
     try:
         yield app
     finally:

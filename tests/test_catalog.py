@@ -29,7 +29,7 @@ def test_lookup_secrets_and_reload(tmp_path: Path) -> None:
     assert secrets["pw"].get_secret_value() == "s3cret"
     assert "t0k" not in repr(secrets)
     with pytest.raises(CredentialsError, match="TOKEN_A is not set"):
-        entry.resolve_secrets({}.get)
+        entry.resolve_secrets(dict[str, str]().get)
     with pytest.raises(UnconfiguredInstance, match="'b' is not configured"):
         catalog.get("b")
     path.write_text(path.read_text() + '[instances."b"]\nconnector = "web"\n')

@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import open_queue
+from bullmq import Queue
+
 from tests.proc import run_cli, write_catalog
 from worker.settings import Settings
 
@@ -41,7 +42,7 @@ def test_connectors_lists_builtins() -> None:
     assert "mock" in result.stdout
 
 
-async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., Settings]) -> None:
+async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., Settings], queue: Queue) -> None:
     """`enqueue` adds a job with the producer's name, data and options."""
     settings = make_settings()
     result = run_cli(
@@ -50,19 +51,15 @@ async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., S
     )
     assert result.returncode == 0, result.stderr
     job_id = json.loads(result.stdout)["id"]
-    queue = open_queue(settings)
-    try:
-        job = await queue.getJob(job_id)
-        assert job.name == "crawl-local-fs-abc-123"
-        assert job.data["connectorId"] == "abc-123"
-        assert job.data["orgId"] == "o1"
-        assert job.data["scheduleConfig"]["scheduleType"] == "hourly"
-        assert job.opts["attempts"] == 3
-        assert job.opts["backoff"] == {"type": "exponential", "delay": 5000}
-        assert job.priority == 5
-        assert await queue.getJobState(job_id) == "prioritized"
-    finally:
-        await queue.close()
+    job = await queue.getJob(job_id)
+    assert job.name == "crawl-local-fs-abc-123"
+    assert job.data["connectorId"] == "abc-123"
+    assert job.data["orgId"] == "o1"
+    assert job.data["scheduleConfig"]["scheduleType"] == "hourly"
+    assert job.opts["attempts"] == 3
+    assert job.opts["backoff"] == {"type": "exponential", "delay": 5000}
+    assert job.priority == 5
+    assert await queue.getJobState(job_id) == "prioritized"
 
 
 def test_exit_codes_say_what_failed_redis_or_a_file(tmp_path: Path) -> None:

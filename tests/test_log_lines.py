@@ -6,13 +6,16 @@ import asyncio
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from bullmq import Queue
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
+from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from tests.redis_server import free_port
+from worker.connections import AutoPipeline
 from worker.logs import reap, suppressed
-from worker.runs import Lease, RunStore
+from worker.runs import Lease, RunRecord, RunStore
 from worker.settings import Settings
 from worker.stats import StatsRecorder
 
@@ -64,3 +67,37 @@ def test_suppressed_errors_are_never_silent() -> None:
         raise OSError(5, "Input/output error")
     assert logs == [{"event": "sink.close_failed", "log_level": "warning", "error": "[Errno 5] Input/output error",
                      "error_type": "OSError", "sink": "jsonl", "logger_name": "worker"}]
+
+
+async def test_a_fenced_off_final_save_is_logged(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> None:
+    """A run's last write refused by the fence (a newer epoch holds the instance) is logged as run.final_save_failed."""
+    s = make_settings()
+    store = RunStore(redis_client, prefix=s.prefix, queue=s.queue_name, lease_ms=5000, retention_s=60)
+    old = await store.acquire("org:mock:x", "job:1|w|a", takeover_prefix="job:1|")
+    assert old is not None
+    assert await store.acquire("org:mock:x", "job:1|w|a", takeover_prefix="job:1|") is not None  # a newer epoch
+    call = store.save_call(old, RunRecord(run_id="r1", config_hash="h"), release=True)
+    assert call.on_reply is not None
+    (reply,) = await AutoPipeline(redis_client).execute([call])
+    with capture_logs() as logs:
+        call.on_reply(reply)
+    assert [(line["event"], line["log_level"], line["instance"]) for line in logs] == [
+        ("run.final_save_failed", "warning", "org:mock:x")
+    ]
+    assert "a newer epoch took over" in logs[0]["error"]
+
+
+async def test_a_drain_past_its_deadline_hands_the_running_job_off_and_says_so(
+    make_settings: Callable[..., Settings], queue: Queue
+) -> None:
+    """Drain deadline passed with a crawl running: shutdown.handoff names one active job; the worker stops drained."""
+    settings = make_settings(drain_timeout_s=0.2, handoff_timeout_s=10)
+    slow = {"connector": "mock", "config": {"items": 100, "step_size": 1, "step_delay_s": 0.1}}
+    with capture_logs() as logs:
+        async with running_app(settings, catalog_of(slow=slow)):
+            job_id = await add_crawl(queue, "mock", "slow")
+            await wait_state(queue, job_id, ["active"])
+    assert [(line["active"], line["timeout_s"]) for line in logs if line["event"] == "shutdown.handoff"] == [(1, 10)]
+    assert [line["drained"] for line in logs if line["event"] == "worker.stopped"] == [True]

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bullmq import Queue
 
-from tests.helpers import add_crawl, open_queue, wait_state
-from tests.proc import start_worker, write_catalog
+from tests.helpers import add_crawl, wait_state
+from tests.proc import Processes, write_catalog
 from tests.redis_server import RedisServer
 from worker.settings import Settings
 
@@ -17,31 +18,23 @@ pytestmark = pytest.mark.slow
 
 
 async def test_worker_survives_a_redis_outage_and_resumes(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], tmp_path: Path, private_redis: RedisServer,
+    make_queue: Callable[..., Queue], processes: Processes,
 ) -> None:
     """Redis down for 6 s: the worker process stays up (no crash loop) and processes a job added afterwards."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    settings = make_settings(redis_url=server.url)
+    private_redis.start()
+    settings = make_settings(redis_url=private_redis.url)
     catalog = write_catalog(tmp_path / "catalog.toml", {"c": {"connector": "mock", "config": {"items": 3}}})
-    proc = start_worker(
-        tmp_path / "worker.log", redis_url=server.url, queue_name=settings.queue_name, catalog_file=catalog,
+    proc = processes.worker(
+        tmp_path / "worker.log", redis_url=private_redis.url, queue_name=settings.queue_name, catalog_file=catalog,
         data_dir=tmp_path / "data", redis_retry_delay_ms=500,
     )
-    try:
-        await asyncio.sleep(2)
-        server.stop()
-        await asyncio.sleep(6)
-        assert proc.poll() is None, "the worker exited while Redis was down"
-        server.start()
-        queue = open_queue(settings)
-        try:
-            job_id = await add_crawl(queue, "mock", "c")
-            assert await wait_state(queue, job_id, ["completed", "failed"], timeout=30) == "completed"
-        finally:
-            await queue.close()
-        assert proc.poll() is None
-    finally:
-        proc.kill()
-        proc.wait(5)
-        server.stop()
+    await asyncio.sleep(2)
+    private_redis.stop()
+    await asyncio.sleep(6)
+    assert proc.poll() is None, "the worker exited while Redis was down"
+    private_redis.start()
+    queue = make_queue(settings)
+    job_id = await add_crawl(queue, "mock", "c")
+    assert await wait_state(queue, job_id, ["completed", "failed"], timeout=30) == "completed"
+    assert proc.poll() is None

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from bullmq import Queue
 
-from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from worker.crawlstate import MemoryRunData, StateChanges
 from worker.errors import LeaseLost
 from worker.runs import RunRecord, RunStore
@@ -30,8 +31,7 @@ def _changes() -> StateChanges:
 async def test_a_commit_applies_changes_as_memory_does_and_a_stale_holder_writes_nothing(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis
 ) -> None:
-    """Queue, set and map changes land as MemoryRunData applies them; after a takeover the old holder's commit
-    raises LeaseLost and leaves frontier, seen set and page states untouched."""
+    """Changes land as in MemoryRunData; after a takeover the old holder's commit raises LeaseLost, changing nothing."""
     s = make_settings()
     store = RunStore(redis_client, prefix=s.prefix, queue=s.queue_name, lease_ms=5000, retention_s=60)
     old = await store.acquire("org:web:i", "job:1|w|a", takeover_prefix="job:1|")
@@ -79,50 +79,40 @@ async def _data_keys(client: aioredis.Redis, s: Settings) -> dict[str, int]:
 
 
 async def test_run_state_is_removed_when_the_run_ends_and_carried_state_expires(
-    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, tmp_path: Path
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, tmp_path: Path, queue: Queue
 ) -> None:
-    """After a run completes only its carried file map remains, expiring with run_retention_days; the next run's
-    completion deletes it."""
+    """After a run only its carried file map stays, expiring with run_retention_days; the next run's end deletes it."""
     s = make_settings(run_retention_days=2)
     _files(tmp_path / "files", 30)
     catalog = catalog_of(fs={"connector": "filesystem", "config": {"root": str(tmp_path / "files"), "batch_size": 7}})
-    queue = open_queue(s)
-    try:
-        async with running_app(s, catalog):
-            first = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
-            assert await wait_state(queue, first, ["completed", "failed"]) == "completed"
-            after_first = await _data_keys(redis_client, s)
-            second = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
-            assert await wait_state(queue, second, ["completed", "failed"]) == "completed"
-            after_second = await _data_keys(redis_client, s)
-        run1 = (await queue.getJob(first)).returnvalue["run_id"]
-        run2 = (await queue.getJob(second)).returnvalue["run_id"]
-    finally:
-        await queue.close()
+    async with running_app(s, catalog):
+        first = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
+        assert await wait_state(queue, first, ["completed", "failed"]) == "completed"
+        after_first = await _data_keys(redis_client, s)
+        second = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
+        assert await wait_state(queue, second, ["completed", "failed"]) == "completed"
+        after_second = await _data_keys(redis_client, s)
+    run1 = (await queue.getJob(first)).returnvalue["run_id"]
+    run2 = (await queue.getJob(second)).returnvalue["run_id"]
     assert list(after_first) == [f"{run1}:files"]
     assert 86_000 < after_first[f"{run1}:files"] <= 2 * 86400
     assert list(after_second) == [f"{run2}:files"]
 
 
 async def test_a_run_past_the_state_cap_fails_clearly_and_drops_its_state(
-    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, tmp_path: Path
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, tmp_path: Path, queue: Queue
 ) -> None:
-    """A crawl whose stored state would pass run_state_max_mb fails at once (no retry) naming the setting;
-    its state is deleted and its record abandoned."""
+    """A run past run_state_max_mb fails at once (no retry) naming the setting; state deleted, record abandoned."""
     s = make_settings(run_state_max_mb=1)
     _files(tmp_path / "files", 5000, name_length=150)  # ~250 B of file state each: 1.2 MB in all
     catalog = catalog_of(fs={"connector": "filesystem", "config": {"root": str(tmp_path / "files"), "batch_size": 500}})
-    queue = open_queue(s)
-    try:
-        async with running_app(s, catalog):
-            job_id = await add_crawl(queue, "filesystem", "fs", removeOnFail=False)
-            assert await wait_state(queue, job_id, ["completed", "failed"], timeout=60) == "failed"
-        job = await queue.getJob(job_id)
-        record = await RunStore(redis_client, prefix=s.prefix, queue=s.queue_name, lease_ms=1, retention_s=1).load(
-            "org-1:filesystem:fs"
-        )
-    finally:
-        await queue.close()
+    async with running_app(s, catalog):
+        job_id = await add_crawl(queue, "filesystem", "fs", removeOnFail=False)
+        assert await wait_state(queue, job_id, ["completed", "failed"], timeout=60) == "failed"
+    job = await queue.getJob(job_id)
+    record = await RunStore(redis_client, prefix=s.prefix, queue=s.queue_name, lease_ms=1, retention_s=1).load(
+        "org-1:filesystem:fs"
+    )
     assert "run_state_max_mb" in job.failedReason
     assert job.attemptsMade == 1
     assert record is not None

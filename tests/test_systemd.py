@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proc import REPO, worker_env, write_catalog
+from tests.proc import REPO, Processes, worker_env, write_catalog
 from tests.redis_server import free_port
 from worker.settings import Settings, systemd_environment
 from worker.systemd import Notifier
@@ -69,58 +69,50 @@ def fake_systemd(tmp_path: Path) -> Iterator[FakeSystemd]:
     manager.sock.close()
 
 
-def _start(tmp_path: Path, notify: Path, watchdog_usec: int, **settings: object) -> subprocess.Popen[bytes]:
+def _start(
+    processes: Processes, tmp_path: Path, notify: Path, watchdog_usec: int, **settings: object
+) -> subprocess.Popen[bytes]:
     env = worker_env(log_format="json", metrics_enabled=False, **settings)
     env["NOTIFY_SOCKET"] = str(notify)
     env["WATCHDOG_USEC"] = str(watchdog_usec)
     env.pop("WATCHDOG_PID", None)
-    with (tmp_path / "worker.log").open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=REPO)
+    return processes.start([sys.executable, "-m", "worker", "run"], log_path=tmp_path / "worker.log", env=env, cwd=REPO)
 
 
 async def test_ready_watchdog_and_stopping(
-    make_settings: Callable[..., Settings], tmp_path: Path, fake_systemd: FakeSystemd
+    make_settings: Callable[..., Settings], tmp_path: Path, fake_systemd: FakeSystemd, processes: Processes
 ) -> None:
     """STATUS while connecting, READY=1 once consuming, WATCHDOG=1 at half the period, STOPPING=1 on SIGTERM."""
     settings = make_settings()
     catalog = write_catalog(tmp_path / "catalog.toml", {"m": {"connector": "mock", "config": {"items": 1}}})
-    proc = _start(tmp_path, fake_systemd.path, 400_000, redis_url=settings.redis_url,
+    proc = _start(processes, tmp_path, fake_systemd.path, 400_000, redis_url=settings.redis_url,
                   queue_name=settings.queue_name, catalog_file=catalog, data_dir=tmp_path / "data")
-    try:
-        ready = await asyncio.to_thread(fake_systemd.wait_for, "READY")
-        assert ready["READY"] == "1"
-        assert settings.queue_name in ready["STATUS"]
-        assert fake_systemd.sent()[0] == "STATUS", "a status line comes before READY"
-        await asyncio.to_thread(fake_systemd.collect, 1.2)
-        pings = [at for at, fields in fake_systemd.messages if "WATCHDOG" in fields]
-        assert len(pings) >= 4, f"expected a ping every 0.2 s, got {len(pings)}"
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 0.4
-        proc.send_signal(signal.SIGTERM)
-        stopping = await asyncio.to_thread(fake_systemd.wait_for, "STOPPING")
-        assert stopping["STATUS"].startswith("draining")
-        assert await asyncio.to_thread(proc.wait, 30) == 0
-    finally:
-        proc.kill()
-        proc.wait(5)
+    ready = await asyncio.to_thread(fake_systemd.wait_for, "READY")
+    assert ready["READY"] == "1"
+    assert settings.queue_name in ready["STATUS"]
+    assert fake_systemd.sent()[0] == "STATUS", "a status line comes before READY"
+    await asyncio.to_thread(fake_systemd.collect, 1.2)
+    pings = [at for at, fields in fake_systemd.messages if "WATCHDOG" in fields]
+    assert len(pings) >= 4, f"expected a ping every 0.2 s, got {len(pings)}"
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 0.4
+    proc.send_signal(signal.SIGTERM)
+    stopping = await asyncio.to_thread(fake_systemd.wait_for, "STOPPING")
+    assert stopping["STATUS"].startswith("draining")
+    assert await asyncio.to_thread(proc.wait, 30) == 0
 
 
 async def test_no_ready_while_redis_unreachable(
-    make_settings: Callable[..., Settings], tmp_path: Path, fake_systemd: FakeSystemd
+    make_settings: Callable[..., Settings], tmp_path: Path, fake_systemd: FakeSystemd, processes: Processes
 ) -> None:
     """With Redis down the worker never claims READY and exits 3 (so Restart=on-failure retries it)."""
     settings = make_settings()
     catalog = write_catalog(tmp_path / "catalog.toml", {})
-    proc = _start(tmp_path, fake_systemd.path, 0, redis_url=f"redis://127.0.0.1:{free_port()}/0",
+    proc = _start(processes, tmp_path, fake_systemd.path, 0, redis_url=f"redis://127.0.0.1:{free_port()}/0",
                   redis_startup_timeout_s=1, queue_name=settings.queue_name, catalog_file=catalog)
-    try:
-        assert await asyncio.to_thread(proc.wait, 30) == 3
-        fake_systemd.pump()
-        assert "READY" not in fake_systemd.sent()
-        assert "STATUS" in fake_systemd.sent()
-    finally:
-        proc.kill()
-        proc.wait(5)
+    assert await asyncio.to_thread(proc.wait, 30) == 3
+    fake_systemd.pump()
+    assert "READY" not in fake_systemd.sent()
+    assert "STATUS" in fake_systemd.sent()
 
 
 def test_abstract_socket_and_no_socket(tmp_path: Path) -> None:

@@ -6,18 +6,20 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
+from bullmq import Queue
+from redis.typing import EncodableT, FieldT
 
-from tests.helpers import catalog_of, crawl_job, open_queue, running_app, wait_state
+from tests.helpers import catalog_of, crawl_job, running_app, wait_state
 from worker.settings import Settings
 
 GOOD = {"connector": "mock", "config": {"items": 2}}
 
 # name -> (fields to overwrite in the stored job hash (bytes allowed), expected fragment of failedReason)
-CORRUPTIONS: dict[str, tuple[dict[str, Any], str]] = {
+CORRUPTIONS: dict[str, tuple[dict[FieldT, EncodableT], str]] = {
     "deep": ({"data": "[" * 200_000 + "]" * 200_000}, "job data is nested too deeply"),
     "utf8": ({"data": b'{"connector":"mock","connectorId":"good","orgId":"o","x":"\xff\xfe"}'}, "not valid UTF-8"),
     "timestamp": ({"timestamp": "yesterday"}, "job field timestamp must be an integer, got 'yesterday'"),
@@ -31,76 +33,65 @@ CORRUPTIONS: dict[str, tuple[dict[str, Any], str]] = {
 
 
 async def test_each_unreadable_job_fails_at_once_and_a_good_job_completes(
-    make_settings: Callable[..., Settings], redis_url: str
+    make_settings: Callable[..., Settings], raw_redis: aioredis.Redis, queue: Queue
 ) -> None:
     """Deep nesting, invalid UTF-8, bad counters, bad progress, array options, infinite attempts: failed, attempt 1."""
     settings = make_settings(concurrency=2, max_stalled_count=0, lock_duration_ms=5000, stalled_interval_ms=1000)
-    raw = aioredis.Redis.from_url(redis_url)  # bytes in, bytes out: can store what a broken producer stores
-    queue = open_queue(settings)
-    try:
-        ids: dict[str, str] = {}
-        for case, (fields, _) in CORRUPTIONS.items():
-            name, data = crawl_job("mock", "good")
-            job_id = str((await queue.add(name, data, {"attempts": 3, "removeOnFail": False})).id)
-            await raw.hset(f"bull:{settings.queue_name}:{job_id}", mapping=fields)
-            ids[case] = job_id
-        attempts_abc = await queue.add(*crawl_job("mock", "good"), {"attempts": "abc"})  # through the bullmq API
-        ids["attempts-abc"] = str(attempts_abc.id)
+    ids: dict[str, str] = {}
+    for case, (fields, _) in CORRUPTIONS.items():
         name, data = crawl_job("mock", "good")
-        good = str((await queue.add(name, data, {"removeOnComplete": False})).id)
-        async with running_app(settings, catalog_of(good=GOOD)):
-            assert await wait_state(queue, good, ["completed", "failed"], timeout=30) == "completed"
-            for job_id in ids.values():
-                await wait_state(queue, job_id, ["failed"], timeout=15)
-        for case, job_id in ids.items():
-            stored = await raw.hgetall(f"bull:{settings.queue_name}:{job_id}")
-            expected = CORRUPTIONS.get(case, (None, "job option attempts must be a whole number, got string 'abc'"))[1]
-            reason = stored[b"failedReason"].decode()
-            assert expected in reason, (case, reason)
-            assert stored[b"atm"] == b"1", (case, stored[b"atm"])
-            assert stored.get(b"stc", b"0") == b"0", f"{case}: failed on its first pickup, never stalled"
-            trace = json.loads(stored.get(b"stacktrace", b"[]"))
-            assert trace == [], (case, trace)
-        assert (await raw.hget(f"bull:{settings.queue_name}:{ids['deep']}", "data")).startswith(b"[[["), "kept as sent"
-        done = await queue.getJob(good)
-        assert done.attemptsMade == 1, "nothing was done to the good job"
-        assert done.failedReason is None
-    finally:
-        await queue.close()
-        await raw.aclose()
+        job_id = str((await queue.add(name, data, {"attempts": 3, "removeOnFail": False})).id)
+        await raw_redis.hset(f"bull:{settings.queue_name}:{job_id}", mapping=fields)
+        ids[case] = job_id
+    attempts_abc = await queue.add(*crawl_job("mock", "good"), {"attempts": "abc"})  # through the bullmq API
+    ids["attempts-abc"] = str(attempts_abc.id)
+    name, data = crawl_job("mock", "good")
+    good = str((await queue.add(name, data, {"removeOnComplete": False})).id)
+    async with running_app(settings, catalog_of(good=GOOD)):
+        assert await wait_state(queue, good, ["completed", "failed"], timeout=30) == "completed"
+        for job_id in ids.values():
+            await wait_state(queue, job_id, ["failed"], timeout=15)
+    for case, job_id in ids.items():
+        stored = cast("dict[bytes, bytes]", await raw_redis.hgetall(f"bull:{settings.queue_name}:{job_id}"))
+        expected = CORRUPTIONS.get(case, (None, "job option attempts must be a whole number, got string 'abc'"))[1]
+        reason = stored[b"failedReason"].decode()
+        assert expected in reason, (case, reason)
+        assert stored[b"atm"] == b"1", (case, stored[b"atm"])
+        assert stored.get(b"stc", b"0") == b"0", f"{case}: failed on its first pickup, never stalled"
+        trace = json.loads(stored.get(b"stacktrace", b"[]"))
+        assert trace == [], (case, trace)
+    kept = cast(bytes, await raw_redis.hget(f"bull:{settings.queue_name}:{ids['deep']}", "data"))
+    assert kept.startswith(b"[[["), "kept as sent"
+    done = await queue.getJob(good)
+    assert done.attemptsMade == 1, "nothing was done to the good job"
+    assert done.failedReason is None
 
 
 @pytest.mark.parametrize("size", [64 * 1024 * 1024])
 async def test_oversized_job_data_is_refused_before_it_is_parsed(
-    make_settings: Callable[..., Settings], redis_url: str, size: int
+    make_settings: Callable[..., Settings], raw_redis: aioredis.Redis, size: int, queue: Queue
 ) -> None:
     """A 64 MB job fails with its size and the limit, read but never parsed: the event loop never stalls for seconds."""
     settings = make_settings(job_data_max_bytes=1_048_576)
-    queue = open_queue(settings)
-    raw = aioredis.Redis.from_url(redis_url)
-    try:
-        name, data = crawl_job("mock", "good")
-        job_id = str((await queue.add(name, data, {"removeOnFail": False})).id)
-        # many small values (what made the parse cost seconds and 700 MB before): {"pad": [0, 0, ...]}
-        blob = b'{"connector":"mock","connectorId":"good","orgId":"o","pad":[' + b"0," * (size // 2) + b'0]}'
-        await raw.hset(f"bull:{settings.queue_name}:{job_id}", "data", blob)
-        gaps: list[float] = []
+    name, data = crawl_job("mock", "good")
+    job_id = str((await queue.add(name, data, {"removeOnFail": False})).id)
+    # many small values (what made the parse cost seconds and 700 MB before): {"pad": [0, 0, ...]}
+    blob = b'{"connector":"mock","connectorId":"good","orgId":"o","pad":[' + b"0," * (size // 2) + b'0]}'
+    await raw_redis.hset(f"bull:{settings.queue_name}:{job_id}", "data", blob)
+    gaps: list[float] = []
 
-        async def ticker() -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.01)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
 
-        async with running_app(settings, catalog_of(good=GOOD)):
-            tick = asyncio.create_task(ticker())
-            await wait_state(queue, job_id, ["failed"], timeout=30)
-            tick.cancel()
-        assert max(gaps) < 1.5, f"the loop stalled {max(gaps):.2f} s (parsing it would stall it for seconds)"
-        reason = (await raw.hget(f"bull:{settings.queue_name}:{job_id}", "failedReason")).decode()
-        assert f"job data is {len(blob)} bytes, above job_data_max_bytes=1048576" in reason
-    finally:
-        await queue.close()
-        await raw.aclose()
+    async with running_app(settings, catalog_of(good=GOOD)):
+        tick = asyncio.create_task(ticker())
+        await wait_state(queue, job_id, ["failed"], timeout=30)
+        tick.cancel()
+    assert max(gaps) < 1.5, f"the loop stalled {max(gaps):.2f} s (parsing it would stall it for seconds)"
+    reason = cast(bytes, await raw_redis.hget(f"bull:{settings.queue_name}:{job_id}", "failedReason")).decode()
+    assert f"job data is {len(blob)} bytes, above job_data_max_bytes=1048576" in reason

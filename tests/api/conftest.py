@@ -11,10 +11,8 @@ import httpx
 import pytest
 from bullmq import Queue, Worker
 
-from tests.helpers import add_crawl, open_queue
+from tests.helpers import add_crawl
 from worker.api import create_app
-from worker.connections import make_client
-from worker.operations import Operations
 from worker.serving import bind, serving
 from worker.settings import Settings
 
@@ -23,18 +21,17 @@ READ, ADMIN = "read-token-123", "admin-token-456"
 
 @dataclass
 class Placed:
-    """Job ids by the state they were put in, and the queue/worker used."""
+    """Job ids by the state they were put in."""
 
-    queue: Queue
-    worker: Worker
     ids: dict[str, str] = field(default_factory=dict)
 
 
-async def place_jobs(settings: Settings) -> Placed:
-    """One job in each state: active, stuck (lock deleted), completed, failed, waiting, prioritized, delayed."""
-    queue = open_queue(settings)
-    worker = Worker(settings.queue_name, None, {"connection": settings.redis_url, "autorun": False})
-    placed = Placed(queue, worker)
+async def place_jobs(queue: Queue, worker: Worker) -> Placed:
+    """One job in each state: active, stuck (lock deleted), completed, failed, waiting, prioritized, delayed.
+
+    ``worker`` (on ``queue``'s queue) takes jobs only by hand; both stay open for the caller to close.
+    """
+    placed = Placed()
 
     async def fetch(connector_id: str, **opts: Any) -> Any:
         job_id = await add_crawl(queue, "mock", connector_id, priority=0, **opts)
@@ -49,9 +46,7 @@ async def place_jobs(settings: Settings) -> Placed:
     placed.ids["active"] = active.id
     stuck = await fetch("s1")
     placed.ids["stuck"] = stuck.id
-    client = make_client(settings)
-    await client.delete(f"{settings.prefix}:{settings.queue_name}:{stuck.id}:lock")
-    await client.aclose()
+    await queue.client.delete(queue.toKey(f"{stuck.id}:lock"))
     done = await fetch("c1")
     await done.moveToCompleted({"documents": 3}, "token-c1")
     placed.ids["completed"] = done.id
@@ -65,23 +60,9 @@ async def place_jobs(settings: Settings) -> Placed:
 
 
 @pytest.fixture
-async def placed(make_settings: Callable[..., Settings]) -> AsyncIterator[Placed]:
+async def placed(queue: Queue, hand_worker: Worker) -> Placed:
     """Jobs in every state on this test's queue."""
-    p = await place_jobs(make_settings())
-    yield p
-    await p.worker.close(force=True)
-    await p.queue.close()
-
-
-@pytest.fixture
-async def ops(make_settings: Callable[..., Settings]) -> AsyncIterator[Operations]:
-    """The shared operations on this test's queue."""
-    settings = make_settings()
-    client = make_client(settings)
-    o = Operations(settings, client)
-    yield o
-    await o.close()
-    await client.aclose()
+    return await place_jobs(queue, hand_worker)
 
 
 @contextlib.asynccontextmanager

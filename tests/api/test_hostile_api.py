@@ -6,21 +6,22 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from bullmq import Queue
+from redis.typing import EncodableT, FieldT
 
 from tests.api.conftest import ADMIN, READ, auth
-from tests.helpers import add_crawl, open_queue
+from tests.helpers import add_crawl
 from worker import jobs
 from worker.models import JobStatus
-from worker.settings import Settings
 
 #: Stored fields that used to make listings, single reads and exports answer 500.
-BROKEN: dict[str, dict[str, Any]] = {
+BROKEN: dict[str, dict[FieldT, EncodableT]] = {
     "utf8-data": {"data": b'{"connector":"mock","connectorId":"u","orgId":"o","x":"\xff"}'},
     "deep-data": {"data": "[" * 100_000 + "]" * 100_000},
     "utf8-name": {"name": b"crawl-\xfe\xff"},
@@ -30,19 +31,14 @@ BROKEN: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-async def broken(make_settings: Callable[..., Settings], redis_url: str) -> AsyncIterator[dict[str, str]]:
+async def broken(queue: Queue, raw_redis: aioredis.Redis) -> dict[str, str]:
     """One job per corruption in :data:`BROKEN`, plus a good one; ids by case."""
-    settings = make_settings()
-    queue = open_queue(settings)
-    raw = aioredis.Redis.from_url(redis_url)
     ids = {}
     for case, fields in BROKEN.items():
         ids[case] = await add_crawl(queue, "mock", case)
-        await raw.hset(f"bull:{settings.queue_name}:{ids[case]}", mapping=fields)
+        await raw_redis.hset(f"bull:{queue.name}:{ids[case]}", mapping=fields)
     ids["good"] = await add_crawl(queue, "mock", "good")
-    yield ids
-    await raw.aclose()
-    await queue.close()
+    return ids
 
 
 async def test_malformed_jobs_never_make_reads_answer_500(http: httpx.AsyncClient, broken: dict[str, str]) -> None:
@@ -65,17 +61,11 @@ async def test_malformed_jobs_never_make_reads_answer_500(http: httpx.AsyncClien
     assert len(rows) == len(broken) + 1
 
 
-async def test_csv_export_does_not_write_formulas(
-    http: httpx.AsyncClient, make_settings: Callable[..., Settings]
-) -> None:
+async def test_csv_export_does_not_write_formulas(http: httpx.AsyncClient, queue: Queue) -> None:
     """Cells starting with = + - @ (CSV injection) are written as text, with a leading apostrophe."""
-    queue = open_queue(make_settings())
-    try:
-        for payload in ("=cmd|' /C calc'!A0", '=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)"):
-            await queue.add("crawl-x", {"connector": payload, "connectorId": "c", "orgId": "o"}, {})
-        text = (await http.get("/v1/jobs/export", params={"fmt": "csv"}, headers=auth(READ))).text
-    finally:
-        await queue.close()
+    for payload in ("=cmd|' /C calc'!A0", '=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)"):
+        await queue.add("crawl-x", {"connector": payload, "connectorId": "c", "orgId": "o"}, {})
+    text = (await http.get("/v1/jobs/export", params={"fmt": "csv"}, headers=auth(READ))).text
     cells = [row[3] for row in list(csv.reader(io.StringIO(text)))[1:]]
     assert sorted(cells) == sorted(["'=cmd|' /C calc'!A0", "'=HYPERLINK(\"http://x\")", "'+1+1", "'-2+3", "'@SUM(A1)"])
 
@@ -101,20 +91,14 @@ async def test_a_broken_export_says_so_in_its_body(
 
 
 @pytest.mark.parametrize("key", ["meta", "wait", "id", "events", "active", "1:logs", "1:lock"])
-async def test_the_queues_own_keys_are_not_jobs(
-    http: httpx.AsyncClient, make_settings: Callable[..., Settings], key: str
-) -> None:
+async def test_the_queues_own_keys_are_not_jobs(http: httpx.AsyncClient, queue: Queue, key: str) -> None:
     """GET and DELETE of a queue key (meta, wait, ...) answer 404; DELETE /v1/jobs/meta leaves a paused queue paused."""
-    queue = open_queue(make_settings())
-    try:
-        await add_crawl(queue, "mock", "m")
-        await queue.pause()
-        assert (await http.get(f"/v1/jobs/{key}", headers=auth(READ))).status_code == 404
-        assert (await http.delete(f"/v1/jobs/{key}", headers=auth(ADMIN))).status_code == 404
-        assert (await http.post(f"/v1/jobs/{key}/retry", headers=auth(ADMIN))).status_code == 404
-        assert await queue.isPaused()
-    finally:
-        await queue.close()
+    await add_crawl(queue, "mock", "m")
+    await queue.pause()
+    assert (await http.get(f"/v1/jobs/{key}", headers=auth(READ))).status_code == 404
+    assert (await http.delete(f"/v1/jobs/{key}", headers=auth(ADMIN))).status_code == 404
+    assert (await http.post(f"/v1/jobs/{key}/retry", headers=auth(ADMIN))).status_code == 404
+    assert await queue.isPaused()
 
 
 async def _raw_request(port: int, head: str) -> bytes:

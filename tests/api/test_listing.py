@@ -5,18 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+from bullmq import Queue
 
 from tests.api.conftest import READ, Placed, auth
-from tests.helpers import add_crawl, open_queue
+from tests.helpers import add_crawl
 from worker.jobs import JobFilter
 from worker.models import CrawlingJobData, State
 from worker.operations import Operations
 from worker.queue import producer_job_options
-from worker.settings import Settings
 
 
 async def test_filter_by_each_state(placed: Placed, ops: Operations) -> None:
@@ -40,11 +40,8 @@ async def test_filter_by_each_state(placed: Placed, ops: Operations) -> None:
     assert {j.id for j in everything.jobs} == set(placed.ids.values())
 
 
-async def test_filter_by_connector_connector_id_org_and_created_time(
-    make_settings: Callable[..., Settings], ops: Operations
-) -> None:
+async def test_filter_by_connector_connector_id_org_and_created_time(queue: Queue, ops: Operations) -> None:
     """connector, connectorId, orgId, createdAfter and createdBefore each narrow the result, combined with AND."""
-    queue = open_queue(make_settings())
     now = datetime.now(UTC)
     ids = {}
     for connector, cid, org, age_h in [("web", "w1", "org-a", 0), ("web", "w2", "org-b", 30),
@@ -54,7 +51,6 @@ async def test_filter_by_connector_connector_id_org_and_created_time(
         ids[cid] = str(job.id)
         ts = int((now - timedelta(hours=age_h)).timestamp() * 1000)
         await ops.client.hset(f"bull:{ops.keys.queue}:{job.id}", "timestamp", ts)
-    await queue.close()
 
     async def found(**kw: object) -> set[str]:
         page = await ops.page(JobFilter(**kw), limit=50, offset=0)
@@ -71,12 +67,10 @@ async def test_filter_by_connector_connector_id_org_and_created_time(
     assert await found(state=State.FAILED, connector="web") == set()
 
 
-async def test_pagination_limit_offset_total(make_settings: Callable[..., Settings], ops: Operations) -> None:
+async def test_pagination_limit_offset_total(queue: Queue, ops: Operations) -> None:
     """Pages do not overlap, cover every job once, and report the same total (plain and filtered paths)."""
-    queue = open_queue(make_settings())
     added = {await add_crawl(queue, "web", f"c{i}", priority=0) for i in range(23)}
     added |= {await add_crawl(queue, "web", f"d{i}", delay=600_000) for i in range(7)}
-    await queue.close()
     for flt in (JobFilter(), JobFilter(connector="web")):
         seen: list[str] = []
         for offset in range(0, 40, 10):
@@ -135,7 +129,7 @@ TRICKY_CONNECTORS = [
 
 async def test_the_scan_in_redis_finds_exactly_what_the_python_rule_accepts(ops: Operations) -> None:
     """Filters run in Redis (Lua) give the same jobs as JobFilter.matches on every job, tricky data included."""
-    raw_data = [
+    raw_data: list[Any] = [
         {"connector": name, "connectorId": f"c{i}", "orgId": "Org-1" if i % 2 else "org-1", "note": "Crème brûlée"}
         for i, name in enumerate(TRICKY_CONNECTORS)
     ]
@@ -156,7 +150,7 @@ async def test_the_scan_in_redis_finds_exactly_what_the_python_rule_accepts(ops:
     filters += [JobFilter(text=text) for text in ("crème", "CRÈME", "drive", "not json", '"c1"', "ünicode")]
     window = {"created_after": datetime.fromtimestamp(1.005, UTC), "created_before": datetime.fromtimestamp(1.008, UTC)}
     filters.append(JobFilter(**window))
-    stored = {
+    stored: dict[str, Any] = {  # [data, timestamp] as decoded text
         job_id: await ops.client.hmget(ops.keys.job(job_id), ["data", "timestamp"]) for job_id in [*ids, "bad-json"]
     }
     for flt in filters:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bullmq import Queue, Worker
 
 from tests.api.conftest import ADMIN, READ, Placed, auth
 from tests.helpers import fail_jobs
@@ -76,11 +77,10 @@ async def test_wrong_state_operations_answer_409(placed: Placed, http: httpx.Asy
 
 
 async def test_retry_failed_only_touches_matching_failed_jobs(
-    make_settings: Callable[..., Settings], ops: Operations
+    queue: Queue, hand_worker: Worker, ops: Operations
 ) -> None:
     """retry-failed with connector=web retries the failed web jobs and leaves the failed drive job failed."""
-    settings = make_settings()
-    web1, web2, drive = await fail_jobs(settings, [("web", "a"), ("web", "b"), ("drive", "c")])
+    web1, web2, drive = await fail_jobs(queue, hand_worker, [("web", "a"), ("web", "b"), ("drive", "c")])
     retried = await ops.retry_failed(JobFilter(connector="web"))
     assert sorted(retried) == sorted([web1, web2])
     assert (await ops.get(web1))[0].state.value == "waiting"
@@ -90,10 +90,9 @@ async def test_retry_failed_only_touches_matching_failed_jobs(
         await ops.retry(web1)
 
 
-async def test_clean_by_state_and_age(make_settings: Callable[..., Settings], http: httpx.AsyncClient) -> None:
+async def test_clean_by_state_and_age(queue: Queue, hand_worker: Worker, http: httpx.AsyncClient) -> None:
     """clean removes failed jobs older than the grace period only; read tokens cannot clean."""
-    settings = make_settings()
-    ids = await fail_jobs(settings, [("web", "old1"), ("web", "old2")])
+    ids = await fail_jobs(queue, hand_worker, [("web", "old1"), ("web", "old2")])
     resp = await http.post("/v1/queue/clean", params={"state": "failed", "olderThanMs": 3_600_000},
                            headers=auth(ADMIN))
     assert resp.json() == {"count": 0, "ids": []}

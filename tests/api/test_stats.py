@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from bullmq import Queue
 
 from tests.api.conftest import READ, auth
-from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from worker.settings import Settings
 from worker.stats import BUCKETS_MS, Period, StatsRecorder, bucket_index, read_stats
 
@@ -30,7 +32,7 @@ async def test_periods_count_only_their_window(make_settings: Callable[..., Sett
     await rec.add("drive", "completed", 1.0, now_s=now - 20 * 86400)
     await rec.add("drive", "completed", 1.0, now_s=now - 40 * 86400)  # outside every period
 
-    async def stats(period: Period) -> dict[str, object]:
+    async def stats(period: Period) -> dict[str, Any]:
         return (await read_stats(redis_client, prefix=s.prefix, queue=s.queue_name, period=period,
                                  now_s=now)).model_dump()
 
@@ -61,11 +63,10 @@ def test_histogram_buckets() -> None:
 
 
 async def test_worker_records_outcomes_and_http_serves_them(
-    make_settings: Callable[..., Settings], http: httpx.AsyncClient
+    make_settings: Callable[..., Settings], queue: Queue, http: httpx.AsyncClient
 ) -> None:
     """The real worker records a completed and a failed crawl; GET /v1/stats reports them with queue counts."""
     settings = make_settings()
-    queue = open_queue(settings)
     good = await add_crawl(queue, "mock", "good")
     bad = await add_crawl(queue, "mock", "bad", attempts=1)
     catalog = catalog_of(good={"connector": "mock", "config": {"items": 3}},
@@ -73,7 +74,6 @@ async def test_worker_records_outcomes_and_http_serves_them(
     async with running_app(settings, catalog):
         await wait_state(queue, good, ["completed"])
         await wait_state(queue, bad, ["failed"])
-    await queue.close()
     body = (await http.get("/v1/stats", params={"period": "1h"}, headers=auth(READ))).json()
     assert body["period"] == "1h"
     assert (body["completed_jobs"], body["failed_jobs"], body["total_jobs"]) == (1, 1, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def trickle(head: bytes) -> Talk:
     async def talk(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(head)
         await writer.drain()
-        for _ in range(100_000):
+        for _byte in range(100_000):
             writer.write(b"x")
             await writer.drain()
             await asyncio.sleep(1)
@@ -104,14 +104,12 @@ async def test_ten_thousand_over_long_links_per_page_leave_the_stored_state_smal
         data = MemoryRunData(WebConnector.carried)
         conn.bind(data)
         checkpoint, stored, rounds = conn.initial_checkpoint(None), 0, 0
-        try:
+        async with aclosing(conn):
             while checkpoint.has_more:
                 step = await conn.run_step(checkpoint)
                 stored += step.changes.size
                 data.apply(step.changes)
                 checkpoint, rounds = step.checkpoint, rounds + 1
-        finally:
-            await conn.aclose()
     assert [p for p in site.fetched() if p.startswith("/x")] == []
     assert {"/flood0", "/flood1", "/flood2"} <= set(site.fetched())
     assert stored < 4096, f"{stored} characters of crawl state stored for 3 pages"

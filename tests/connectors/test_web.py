@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bullmq import Queue
 
 from tests.connectors.site import Reply, Site, gz, html, serve, sitemap, slow
-from tests.helpers import RecordingSink, add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.helpers import RecordingSink, add_crawl, catalog_of, running_app, wait_state
 from worker.connectors.base import ConnectorContext
 from worker.connectors.web import WebConfig, WebConnector
 from worker.crawlstate import MemoryRunData
@@ -104,7 +106,7 @@ async def crawl(
     docs: list[Document] = []
     failures: list[ItemFailure] = []
     stats: Counter[str] = Counter()
-    try:
+    async with aclosing(conn):
         while checkpoint.has_more:
             step = await conn.run_step(checkpoint)
             data.apply(step.changes)
@@ -113,8 +115,6 @@ async def crawl(
             stats.update(step.stats)
             assert step.retry_after_s is None
             checkpoint = step.checkpoint
-    finally:
-        await conn.aclose()
     data.complete()
     return data, docs, failures, stats
 
@@ -207,10 +207,8 @@ async def test_long_retry_after_sends_the_job_back_without_losing_the_page(tmp_p
             ConnectorContext(connector_id="site", org_id="org", data_dir=tmp_path),
         )
         data = MemoryRunData()
-        try:
+        async with aclosing(conn):
             step = await conn.run_step(conn.initial_checkpoint(None))
-        finally:
-            await conn.aclose()
         data.apply(step.changes)
     assert step.retry_after_s == 120
     assert step.checkpoint.has_more
@@ -260,22 +258,20 @@ async def test_redirect_into_a_private_address_is_refused(tmp_path: Path) -> Non
     assert "link-local" in failures[0].reason
 
 
-async def test_web_crawl_runs_end_to_end_through_the_worker(make_settings: Callable[..., Settings]) -> None:
+async def test_web_crawl_runs_end_to_end_through_the_worker(
+    make_settings: Callable[..., Settings], queue: Queue
+) -> None:
     """A PipesHub-shaped job for a web instance crawls the fixture site and reports fetch metrics."""
     sink = RecordingSink()
     with serve(Site()) as site:
         build(site)
         cfg = config(site).model_dump(mode="json")
         settings = make_settings(progress_interval_s=0)
-        queue = open_queue(settings)
-        try:
-            async with running_app(settings, catalog_of(site={"connector": "web", "config": cfg}), sink=sink) as app:
-                job_id = await add_crawl(queue, "web", "site")
-                assert await wait_state(queue, job_id, ["completed", "failed"], timeout=60) == "completed"
-                registry = app.registry
-            job = await queue.getJob(job_id)
-        finally:
-            await queue.close()
+        async with running_app(settings, catalog_of(site={"connector": "web", "config": cfg}), sink=sink) as app:
+            job_id = await add_crawl(queue, "web", "site")
+            assert await wait_state(queue, job_id, ["completed", "failed"], timeout=60) == "completed"
+            registry = app.registry
+        job = await queue.getJob(job_id)
     assert job.returnvalue["documents"] == 12
     assert job.returnvalue["failures"] == 3
     assert job.progress["percentage"] == 100

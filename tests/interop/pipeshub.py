@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,7 +25,7 @@ def node_binary() -> str:
     return binary
 
 
-def producer(redis_url: str, queue: str, package: str, command: str, args: dict[str, Any]) -> Any:
+def producer(redis_url: str, queue: str, package: str, command: str, args: dict[str, Any] | list[Any]) -> Any:
     """Run one ``pipeshub_producer.mjs`` command and parse its JSON output."""
     out = subprocess.run(
         [node_binary(), "pipeshub_producer.mjs", redis_url, queue, package, command, json.dumps(args)],
@@ -36,14 +36,16 @@ def producer(redis_url: str, queue: str, package: str, command: str, args: dict[
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-async def aproducer(redis_url: str, queue: str, package: str, command: str, args: dict[str, Any]) -> Any:
+async def aproducer(
+    redis_url: str, queue: str, package: str, command: str, args: dict[str, Any] | list[Any]
+) -> Any:
     """:func:`producer` off the event loop."""
     return await asyncio.to_thread(producer, redis_url, queue, package, command, args)
 
 
 async def job_hash(client: aioredis.Redis, queue: str, job_id: str) -> dict[str, Any]:
     """A job's hash with ``data`` and ``opts`` parsed."""
-    raw = await client.hgetall(f"bull:{queue}:{job_id}")
+    raw = cast("dict[str, Any]", await client.hgetall(f"bull:{queue}:{job_id}"))  # a decoding client
     for field in ("data", "opts"):
         if field in raw:
             raw[field] = json.loads(raw[field])
@@ -52,7 +54,12 @@ async def job_hash(client: aioredis.Redis, queue: str, job_id: str) -> dict[str,
 
 async def delayed_ticks(client: aioredis.Redis, queue: str, prefix: str = "repeat:") -> list[str]:
     """Ids of the delayed jobs of ``queue`` that are repeat ticks."""
-    return [job_id for job_id in await client.zrange(f"bull:{queue}:delayed", 0, -1) if job_id.startswith(prefix)]
+    return [job_id for job_id in await members(client, f"bull:{queue}:delayed") if job_id.startswith(prefix)]
+
+
+async def members(client: aioredis.Redis, key: str) -> list[str]:
+    """The members of sorted set ``key``, lowest score first (``client`` decodes replies)."""
+    return cast("list[str]", await client.zrange(key, 0, -1))
 
 
 def tick_millis(job_id: str) -> int:

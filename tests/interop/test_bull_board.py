@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bullmq import Queue
 
-from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from worker.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -33,23 +34,19 @@ def bull_board(settings: Settings, job_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def seen(make_settings: Callable[..., Settings]) -> dict[str, Any]:
+async def seen(make_settings: Callable[..., Settings], queue: Queue) -> dict[str, Any]:
     """One completed and one failed job of our worker, as bull-board reports them while the worker runs."""
     settings = make_settings(progress_interval_s=0)
     catalog = catalog_of(
         good={"connector": "mock", "config": {"items": 6, "step_size": 2}},
         bad={"connector": "mock", "config": {"invalid_credentials": True}},
     )
-    queue = open_queue(settings)
-    try:
-        async with running_app(settings, catalog):
-            good = await add_crawl(queue, "mock", "good")
-            bad = await add_crawl(queue, "mock", "bad")
-            await wait_state(queue, good, ["completed"])
-            await wait_state(queue, bad, ["failed"])
-            views = await asyncio.gather(*(asyncio.to_thread(bull_board, settings, i) for i in (good, bad)))
-    finally:
-        await queue.close()
+    async with running_app(settings, catalog):
+        good = await add_crawl(queue, "mock", "good")
+        bad = await add_crawl(queue, "mock", "bad")
+        await wait_state(queue, good, ["completed"])
+        await wait_state(queue, bad, ["failed"])
+        views = await asyncio.gather(*(asyncio.to_thread(bull_board, settings, i) for i in (good, bad)))
     return {"settings": settings, "good": views[0], "bad": views[1]}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import catalog_of, crawl_job, running_app, wait_for
-from tests.proc import start_worker
+from tests.proc import Processes
 from worker.queue import node_client_name, producer_job_options
 from worker.queue_stats import count_workers
 from worker.settings import Settings
@@ -102,7 +102,7 @@ async def _workers(node: str, settings: Settings, count: int) -> dict[str, Any] 
 
 @pytest.mark.slow
 async def test_node_sees_processed_by_and_one_worker_per_process(
-    node: str, make_settings: Callable[..., Settings], tmp_path: Path, redis_client: Any
+    node: str, make_settings: Callable[..., Settings], tmp_path: Path, redis_client: Any, processes: Processes
 ) -> None:
     """Node job.processedBy is our worker name (also for jobs a completion fetched); one getWorkers entry a process."""
     settings = make_settings()
@@ -115,26 +115,20 @@ async def test_node_sees_processed_by_and_one_worker_per_process(
         name, data = crawl_job("Drive", f"drive-{i}")
         jobs.append({"name": name, "data": data, "opts": producer_job_options()})
     ids = node_call(node, settings, "add", json.dumps(jobs))
-    first = start_worker(tmp_path / "p1.log", worker_name="proc-one", concurrency=1, **common)
-    second = None
-    try:
-        async def all_done() -> dict[str, Any] | None:
-            seen = await asyncio.to_thread(node_call, node, settings, "inspect", ",".join(ids))
-            return seen if all(job["state"] == "completed" for job in seen.values()) else None
+    processes.worker(tmp_path / "p1.log", worker_name="proc-one", concurrency=1, **common)
 
-        done = await wait_for(all_done, timeout=30, what="4 completed jobs")
-        assert {job["processedBy"] for job in done.values()} == {"proc-one"}, done
-        second = start_worker(tmp_path / "p2.log", worker_name="proc-two", concurrency=5, **common)
-        seen = await wait_for(lambda: _workers(node, settings, 2), timeout=20, what="two workers")
-        await asyncio.sleep(0.5)  # any extra named connection would show up by now
-        seen = await _workers(node, settings, 2)
-        assert seen is not None
-        base = node_client_name(settings.prefix, settings.queue_name, "")
-        assert sorted(seen["names"]) == [f"{base}proc-one", f"{base}proc-two"], seen
-        listing = await redis_client.client_list()
-        assert count_workers(listing, settings.prefix, settings.queue_name) == seen["count"] == 2
-    finally:
-        for proc in (first, second):
-            if proc is not None:
-                proc.kill()
-                proc.wait(5)
+    async def all_done() -> dict[str, Any] | None:
+        seen = await asyncio.to_thread(node_call, node, settings, "inspect", ",".join(ids))
+        return seen if all(job["state"] == "completed" for job in seen.values()) else None
+
+    done = await wait_for(all_done, timeout=30, what="4 completed jobs")
+    assert {job["processedBy"] for job in done.values()} == {"proc-one"}, done
+    processes.worker(tmp_path / "p2.log", worker_name="proc-two", concurrency=5, **common)
+    seen = await wait_for(lambda: _workers(node, settings, 2), timeout=20, what="two workers")
+    await asyncio.sleep(0.5)  # any extra named connection would show up by now
+    seen = await _workers(node, settings, 2)
+    assert seen is not None
+    base = node_client_name(settings.prefix, settings.queue_name, "")
+    assert sorted(seen["names"]) == [f"{base}proc-one", f"{base}proc-two"], seen
+    listing = await redis_client.client_list()
+    assert count_workers(listing, settings.prefix, settings.queue_name) == seen["count"] == 2

@@ -7,13 +7,15 @@ import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from bullmq import Queue
 
 from tests.conftest import delete_keys
-from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from worker.connections import make_client
 from worker.documents import Document
 from worker.queue import JobQueue
@@ -34,19 +36,15 @@ def sink_queue(redis_url: str, queue_name: str) -> Iterator[str]:
 
 
 async def test_a_node_worker_consumes_the_documents_a_crawl_sent_downstream(
-    make_settings: Callable[..., Settings], sink_queue: str
+    make_settings: Callable[..., Settings], sink_queue: str, queue: Queue
 ) -> None:
     """sink=queue: 10 documents in batches of 4 arrive as 3 jobs that a Node BullMQ worker processes."""
     node = shutil.which("node")
     assert node is not None
     settings = make_settings(sink="queue", sink_queue_name=sink_queue, sink_batch_size=4)
-    queue = open_queue(settings)
-    try:
-        async with running_app(settings, catalog_of(c1={"connector": "mock", "config": {"items": 10}})):
-            job_id = await add_crawl(queue, "mock", "c1")
-            assert await wait_state(queue, job_id, ["completed", "failed"]) == "completed"
-    finally:
-        await queue.close()
+    async with running_app(settings, catalog_of(c1={"connector": "mock", "config": {"items": 10}})):
+        job_id = await add_crawl(queue, "mock", "c1")
+        assert await wait_state(queue, job_id, ["completed", "failed"]) == "completed"
     out = await asyncio.to_thread(
         subprocess.run,
         [node, "node_client.mjs", settings.redis_url, sink_queue, "consume", "3", "20000"],
@@ -70,11 +68,9 @@ async def test_replaying_a_batch_adds_no_second_job(
     sink = BullmqQueueSink(JobQueue(settings, make_client(settings), name=sink_queue), batch_size=100)
     instance = InstanceRef("org", "web", "site", "run-1")
     docs = [Document(id=f"d{i}", source=f"s{i}", content_hash=f"h{i}") for i in range(3)]
-    try:
+    async with aclosing(sink):
         await sink.write(instance, docs)
         await sink.write(instance, docs)
         changed = [docs[0].model_copy(update={"content_hash": "h0-v2"}), *docs[1:]]
         await sink.write(instance, changed)
-    finally:
-        await sink.aclose()
     assert await redis_client.llen(f"bull:{sink_queue}:wait") == 2

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from bullmq import Queue
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import add_crawl, catalog_of, open_queue, wait_for, wait_state
-from tests.proc import REPO, worker_env, write_catalog
+from tests.helpers import add_crawl, catalog_of, running_app, wait_for, wait_state
+from tests.proc import Processes, write_catalog
 from tests.redis_server import RedisServer, free_port
 from worker.app import App
 from worker.errors import ConfigError
@@ -23,30 +22,19 @@ from worker.http import OpsServer
 from worker.settings import Settings
 
 
-def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``python -m worker run`` with ``env``, output to ``log_path``."""
-    with log_path.open("wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-        )
-
-
 async def _status(client: httpx.AsyncClient, path: str) -> int:
     return (await client.get(path, timeout=2.0)).status_code
 
 
 async def test_liveness_survives_redis_outage_and_readiness_follows(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], private_redis: RedisServer
 ) -> None:
     """Starting without Redis, losing it and getting it back: /healthz stays 200, /readyz is 503 then 200 again."""
-    server = RedisServer(tmp_path / "redis")
     settings = make_settings(
-        redis_url=server.url, metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=0,
+        redis_url=private_redis.url, metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=0,
         redis_retry_delay_ms=500,
     )
-    app = App(settings, registry=CollectorRegistry(), catalog=catalog_of())
-    task = asyncio.create_task(app.run())
-    try:
+    async with running_app(settings, catalog_of(), wait_started=False) as app:
         await wait_for(lambda: asyncio.sleep(0, app.ops is not None and app.ops.port > 0), what="ops port")
         assert app.ops is not None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.ops.port}") as http:
@@ -55,7 +43,7 @@ async def test_liveness_survives_redis_outage_and_readiness_follows(
             response = await http.get("/readyz")
             assert (response.status_code, response.json()["reason"]) == (503, "starting")
 
-            server.start()
+            private_redis.start()
 
             async def ready() -> bool:
                 return await _status(http, "/readyz") == 200
@@ -65,7 +53,7 @@ async def test_liveness_survives_redis_outage_and_readiness_follows(
             assert f'crawl_worker_queue_jobs{{queue="{settings.queue_name}",state="waiting"}} 0.0' in metrics
             assert "crawl_worker_concurrency_slots" in metrics
 
-            server.stop()
+            private_redis.stop()
             lost = time.monotonic()
 
             async def unready() -> bool:
@@ -79,13 +67,9 @@ async def test_liveness_survives_redis_outage_and_readiness_follows(
                 assert time.monotonic() - started < 1.0
                 assert (await http.get("/metrics")).status_code == 200  # scrapes still answer (errors counted)
 
-            server.start()
+            private_redis.start()
             await wait_for(ready, timeout=15, what="ready after Redis came back")
             assert await _status(http, "/healthz") == 200
-    finally:
-        app.request_stop()
-        await asyncio.wait_for(task, timeout=60)
-        server.stop()
 
 
 async def test_readiness_is_unready_while_draining(make_settings: Callable[..., Settings], redis_url: str) -> None:
@@ -132,43 +116,35 @@ async def test_port_in_use_is_a_clear_configuration_error() -> None:
 
 
 async def test_sigterm_drains_with_the_port_still_answering(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], tmp_path: Path, queue: Queue, processes: Processes
 ) -> None:
     """On SIGTERM the app drains (uvicorn does not take the signal): /healthz 200 and /readyz 503 meanwhile, exit 0."""
     settings = make_settings()
     port = free_port()
     slow = {"items": 6, "step_size": 1, "step_delay_s": 0.5}
     catalog = write_catalog(tmp_path / "catalog.toml", {"slow": {"connector": "mock", "config": slow}})
-    env = worker_env(
-        log_format="json", redis_url=settings.redis_url, queue_name=settings.queue_name, catalog_file=catalog,
+    proc = processes.worker(
+        tmp_path / "worker.log", redis_url=settings.redis_url, queue_name=settings.queue_name, catalog_file=catalog,
         data_dir=tmp_path / "data", metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=port,
     )
-    proc = _spawn(env, tmp_path / "worker.log")
-    queue = open_queue(settings)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
 
-            async def ready() -> bool:
-                try:
-                    return await _status(http, "/readyz") == 200
-                except httpx.HTTPError:
-                    return False
+        async def ready() -> bool:
+            try:
+                return await _status(http, "/readyz") == 200
+            except httpx.HTTPError:
+                return False
 
-            await wait_for(ready, timeout=20, interval=0.2, what="worker process ready")
-            job_id = await add_crawl(queue, "mock", "slow")
-            await wait_state(queue, job_id, ["active"])
-            proc.send_signal(signal.SIGTERM)
+        await wait_for(ready, timeout=20, interval=0.2, what="worker process ready")
+        job_id = await add_crawl(queue, "mock", "slow")
+        await wait_state(queue, job_id, ["active"])
+        proc.send_signal(signal.SIGTERM)
 
-            async def draining() -> bool:
-                response = await http.get("/readyz")
-                return response.status_code == 503 and response.json()["reason"] == "draining"
+        async def draining() -> bool:
+            response = await http.get("/readyz")
+            return response.status_code == 503 and response.json()["reason"] == "draining"
 
-            await wait_for(draining, timeout=5, what="/readyz draining")
-            assert await _status(http, "/healthz") == 200
-        assert await asyncio.to_thread(proc.wait, 30) == 0
-        assert await wait_state(queue, job_id, ["completed"]) == "completed"
-    finally:
-        await queue.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        await wait_for(draining, timeout=5, what="/readyz draining")
+        assert await _status(http, "/healthz") == 200
+    assert await asyncio.to_thread(proc.wait, 30) == 0
+    assert await wait_state(queue, job_id, ["completed"]) == "completed"

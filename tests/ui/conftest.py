@@ -12,7 +12,7 @@ import pytest
 from bullmq import Job, Queue, Worker
 
 from tests.api.conftest import ADMIN, READ, serve
-from tests.helpers import crawl_job, open_queue
+from tests.helpers import crawl_job
 from worker.queue import producer_job_options
 from worker.settings import Settings
 
@@ -42,13 +42,9 @@ class Manual:
 
 
 @pytest.fixture
-async def manual(ui_settings: Settings) -> AsyncIterator[Manual]:
-    """A :class:`Manual` on this test's queue, closed after the test."""
-    worker = Worker(ui_settings.queue_name, None, {"connection": ui_settings.redis_url, "autorun": False})
-    made = Manual(open_queue(ui_settings), worker)
-    yield made
-    await worker.close(force=True)
-    await made.queue.close()
+def manual(queue: Queue, hand_worker: Worker) -> Manual:
+    """A :class:`Manual` on this test's queue (both closed by their fixtures)."""
+    return Manual(queue, hand_worker)
 
 
 @pytest.fixture

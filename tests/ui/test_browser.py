@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bullmq import Queue, Worker
 
 from tests.api.conftest import ADMIN, READ, serve
-from tests.helpers import add_crawl, catalog_of, fail_jobs, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, fail_jobs, running_app, wait_state
 from tests.ui.browser import chromium
 from tests.ui.conftest import Manual
 from worker.catalog import Catalog
@@ -54,96 +55,86 @@ async def until(page: Any, expression: str, timeout: float = 20.0) -> Any:
     return value
 
 
-async def test_progress_moves_live_while_the_job_runs(ui_settings: Settings) -> None:
+async def test_progress_moves_live_while_the_job_runs(ui_settings: Settings, queue: Queue) -> None:
     """The job page shows waiting, then active with progress rising, then completed, without reloading."""
     catalog = catalog_of(slow={"connector": "mock", "config": {"items": 10, "step_size": 1, "step_delay_s": 0.2}})
-    queue = open_queue(ui_settings)
-    try:
-        job_id = await add_crawl(queue, "mock", "slow")
-        async with dashboard(ui_settings) as (base, page):
-            await sign_in(page, base, ADMIN, f"/ui/jobs/{job_id}")
-            state = page.locator(f"[data-state-of='{job_id}']").first
-            assert await state.text_content() == "waiting"
-            await page.wait_for_selector("#live:not([hidden])")
-            await page.evaluate("window.__same_page = true")
-            bar = f"document.querySelector(\"progress[data-progress-of='{job_id}']\")"
-            async with running_app(ui_settings, catalog):
-                await until(page, f"{bar}.value > 0 && {bar}.value < 100")
-                assert await state.text_content() == "active"
-                first = await page.evaluate(f"{bar}.value")
-                await until(page, f"{bar}.value > {first} && {bar}.value < 100")
-                await until(page, f"document.querySelector(\"[data-state-of='{job_id}']\").textContent === 'completed'")
-            assert await page.evaluate(f"{bar}.value") == 100
-            assert await page.evaluate("window.__same_page") is True  # never reloaded
-    finally:
-        await queue.close()
+    job_id = await add_crawl(queue, "mock", "slow")
+    async with dashboard(ui_settings) as (base, page):
+        await sign_in(page, base, ADMIN, f"/ui/jobs/{job_id}")
+        state = page.locator(f"[data-state-of='{job_id}']").first
+        assert await state.text_content() == "waiting"
+        await page.wait_for_selector("#live:not([hidden])")
+        await page.evaluate("window.__same_page = true")
+        bar = f"document.querySelector(\"progress[data-progress-of='{job_id}']\")"
+        async with running_app(ui_settings, catalog):
+            await until(page, f"{bar}.value > 0 && {bar}.value < 100")
+            assert await state.text_content() == "active"
+            first = await page.evaluate(f"{bar}.value")
+            await until(page, f"{bar}.value > {first} && {bar}.value < 100")
+            await until(page, f"document.querySelector(\"[data-state-of='{job_id}']\").textContent === 'completed'")
+        assert await page.evaluate(f"{bar}.value") == 100
+        assert await page.evaluate("window.__same_page") is True  # never reloaded
 
 
-async def test_a_failed_job_is_retried_from_its_page_and_completes(ui_settings: Settings, tmp_path: Path) -> None:
+async def test_a_failed_job_is_retried_from_its_page_and_completes(
+    ui_settings: Settings, queue: Queue, tmp_path: Path
+) -> None:
     """A job failed for a missing catalog entry; the entry is added, Retry + Confirm on its page, it completes."""
     catalog_file = tmp_path / "catalog.toml"
     catalog_file.write_text("")
-    queue = open_queue(ui_settings)
-    try:
-        async with running_app(ui_settings, Catalog.load(catalog_file)):
-            job_id = await add_crawl(queue, "mock", "late")
-            await wait_state(queue, job_id, ["failed"])
-            catalog_file.write_text('[instances."late"]\nconnector = "mock"\nconfig = { items = 3 }\n')
-            async with dashboard(ui_settings) as (base, page):
-                await sign_in(page, base, ADMIN, f"/ui/jobs/{job_id}")
-                assert "is not configured" in (await page.text_content("p.reason") or "")
-                await page.click("button[data-action=retry]")
-                assert "Retry failed job" in (await page.text_content(".confirm-text") or "")
-                await page.click("#confirm")
-                await page.wait_for_url(f"**/ui/jobs/{job_id}")
-                assert "is waiting again" in (await page.text_content(".flash") or "")
-                await wait_state(queue, job_id, ["completed"])
-                await until(page, f"document.querySelector(\"[data-state-of='{job_id}']\").textContent === 'completed'")
-    finally:
-        await queue.close()
-
-
-async def test_retry_all_failed_with_a_filter_retries_exactly_the_matching_jobs(ui_settings: Settings) -> None:
-    """Failed jobs filtered by orgId on the jobs page: "retry all" moves those two back to waiting, not the third."""
-    queue = open_queue(ui_settings)
-    try:
-        specs = [("mock", "x1", "org-a"), ("mock", "x2", "org-a"), ("mock", "y1", "org-b")]
-        a1, a2, b1 = await fail_jobs(ui_settings, specs)
+    async with running_app(ui_settings, Catalog.load(catalog_file)):
+        job_id = await add_crawl(queue, "mock", "late")
+        await wait_state(queue, job_id, ["failed"])
+        catalog_file.write_text('[instances."late"]\nconnector = "mock"\nconfig = { items = 3 }\n')
         async with dashboard(ui_settings) as (base, page):
-            await sign_in(page, base, ADMIN, "/ui/jobs?state=failed&orgId=org-a")
-            assert await page.text_content("[data-total]") == "2"
-            await page.click("button[data-action=retry-failed]")
-            assert "Retry 2 failed job(s) matching orgId = 'org-a'" in (await page.text_content(".confirm-text") or "")
+            await sign_in(page, base, ADMIN, f"/ui/jobs/{job_id}")
+            assert "is not configured" in (await page.text_content("p.reason") or "")
+            await page.click("button[data-action=retry]")
+            assert "Retry failed job" in (await page.text_content(".confirm-text") or "")
             await page.click("#confirm")
-            await page.wait_for_url("**/ui/jobs?state=failed&orgId=org-a")
-            assert "Retried 2 failed job(s)" in (await page.text_content(".flash") or "")
-        states = {job_id: await queue.getJobState(job_id) for job_id in (a1, a2, b1)}
-        assert states == {a1: "waiting", a2: "waiting", b1: "failed"}
-    finally:
-        await queue.close()
+            await page.wait_for_url(f"**/ui/jobs/{job_id}")
+            assert "is waiting again" in (await page.text_content(".flash") or "")
+            await wait_state(queue, job_id, ["completed"])
+            await until(page, f"document.querySelector(\"[data-state-of='{job_id}']\").textContent === 'completed'")
 
 
-async def test_a_read_session_sees_no_action_and_a_forged_action_gets_403(ui_settings: Settings) -> None:
+async def test_retry_all_failed_with_a_filter_retries_exactly_the_matching_jobs(
+    ui_settings: Settings, queue: Queue, hand_worker: Worker
+) -> None:
+    """Failed jobs filtered by orgId on the jobs page: "retry all" moves those two back to waiting, not the third."""
+    specs = [("mock", "x1", "org-a"), ("mock", "x2", "org-a"), ("mock", "y1", "org-b")]
+    a1, a2, b1 = await fail_jobs(queue, hand_worker, specs)
+    async with dashboard(ui_settings) as (base, page):
+        await sign_in(page, base, ADMIN, "/ui/jobs?state=failed&orgId=org-a")
+        assert await page.text_content("[data-total]") == "2"
+        await page.click("button[data-action=retry-failed]")
+        assert "Retry 2 failed job(s) matching orgId = 'org-a'" in (await page.text_content(".confirm-text") or "")
+        await page.click("#confirm")
+        await page.wait_for_url("**/ui/jobs?state=failed&orgId=org-a")
+        assert "Retried 2 failed job(s)" in (await page.text_content(".flash") or "")
+    states = {job_id: await queue.getJobState(job_id) for job_id in (a1, a2, b1)}
+    assert states == {a1: "waiting", a2: "waiting", b1: "failed"}
+
+
+async def test_a_read_session_sees_no_action_and_a_forged_action_gets_403(
+    ui_settings: Settings, queue: Queue, hand_worker: Worker
+) -> None:
     """Signed in with the read token: no action form on any page; a hand-made retry POST is refused with 403."""
-    queue = open_queue(ui_settings)
-    try:
-        (failed,) = await fail_jobs(ui_settings, [("mock", "r1", "org-r")])
-        async with dashboard(ui_settings) as (base, page):
-            await sign_in(page, base, READ)
-            for target in ("/ui/", f"/ui/jobs/{failed}", "/ui/jobs?state=failed", "/ui/failures", "/ui/instances"):
-                await page.goto(f"{base}{target}")
-                assert await page.locator("form[action^='/ui/actions/'], [data-action]").count() == 0, target
-            csrf = await page.get_attribute("form[action='/ui/logout'] input[name=csrf]", "value")
-            forged = {"csrf": csrf or "", "id": failed, "confirmed": "1"}
-            answer = await page.request.post(f"{base}/ui/actions/retry", form=forged)
-            assert answer.status == 403
-            assert "read-only" in await answer.text()
-            answer = await page.request.post(f"{base}/ui/actions/pause", form={"confirmed": "1"})
-            assert answer.status == 403
-        assert await queue.getJobState(failed) == "failed"
-        assert not await queue.isPaused()
-    finally:
-        await queue.close()
+    (failed,) = await fail_jobs(queue, hand_worker, [("mock", "r1", "org-r")])
+    async with dashboard(ui_settings) as (base, page):
+        await sign_in(page, base, READ)
+        for target in ("/ui/", f"/ui/jobs/{failed}", "/ui/jobs?state=failed", "/ui/failures", "/ui/instances"):
+            await page.goto(f"{base}{target}")
+            assert await page.locator("form[action^='/ui/actions/'], [data-action]").count() == 0, target
+        csrf = await page.get_attribute("form[action='/ui/logout'] input[name=csrf]", "value")
+        forged = {"csrf": csrf or "", "id": failed, "confirmed": "1"}
+        answer = await page.request.post(f"{base}/ui/actions/retry", form=forged)
+        assert answer.status == 403
+        assert "read-only" in await answer.text()
+        answer = await page.request.post(f"{base}/ui/actions/pause", form={"confirmed": "1"})
+        assert answer.status == 403
+    assert await queue.getJobState(failed) == "failed"
+    assert not await queue.isPaused()
 
 
 async def test_markup_in_job_data_logs_and_reasons_renders_as_inert_text(ui_settings: Settings, manual: Manual) -> None:

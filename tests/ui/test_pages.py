@@ -7,11 +7,11 @@ import re
 import time
 
 import httpx
+from bullmq import Queue, Worker
 
 from tests.api.conftest import ADMIN, READ, place_jobs
-from tests.helpers import add_crawl, catalog_of, fail_jobs, open_queue, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, fail_jobs, running_app, wait_state
 from tests.ui.conftest import Manual, sign_in
-from worker.connections import make_client
 from worker.models import ScheduleConfig, ScheduleType
 from worker.operations import Operations
 from worker.runs import Counters, RunRecord, dump_record
@@ -62,85 +62,73 @@ async def test_sign_in_over_tls_sets_a_secure_cookie_and_needs_the_form_token(si
 
 
 async def test_every_page_has_a_strict_csp_and_no_inline_script_or_style(
-    site: httpx.AsyncClient, ui_settings: Settings
+    site: httpx.AsyncClient, queue: Queue, hand_worker: Worker
 ) -> None:
     """Each page is complete HTML with the CSP; it loads only /ui/static files and has no inline handlers."""
-    placed = await place_jobs(ui_settings)
-    try:
-        await sign_in(site, ADMIN)
-        for path in (*PAGES, f"/ui/jobs/{placed.ids['failed']}", "/ui/login"):
-            answer = await site.get(path)
-            assert answer.status_code == 200, path
-            assert answer.headers["content-security-policy"] == CSP
-            assert answer.headers["x-frame-options"] == "DENY"
-            html = answer.text
-            assert re.findall(r"<script[^>]*>", html) == ['<script src="/ui/static/app.js" defer>'], path
-            assert not re.search(r"\son[a-z]+=|\sstyle=", html), path
-    finally:
-        await placed.worker.close(force=True)
-        await placed.queue.close()
+    placed = await place_jobs(queue, hand_worker)
+    await sign_in(site, ADMIN)
+    for path in (*PAGES, f"/ui/jobs/{placed.ids['failed']}", "/ui/login"):
+        answer = await site.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-security-policy"] == CSP
+        assert answer.headers["x-frame-options"] == "DENY"
+        html = answer.text
+        assert re.findall(r"<script[^>]*>", html) == ['<script src="/ui/static/app.js" defer>'], path
+        assert not re.search(r"\son[a-z]+=|\sstyle=", html), path
 
 
 async def test_admin_actions_need_the_csrf_token_same_origin_and_a_confirmation(
-    site: httpx.AsyncClient, ui_settings: Settings
+    site: httpx.AsyncClient, queue: Queue, hand_worker: Worker
 ) -> None:
     """Admin POSTs without the CSRF token or from another origin get 403; the first valid POST only asks."""
-    (failed,) = await fail_jobs(ui_settings, [("mock", "c1")])
-    queue = open_queue(ui_settings)
-    try:
-        csrf = await sign_in(site, ADMIN)
-        assert (await site.post("/ui/actions/retry", data={"id": failed, "confirmed": "1"})).status_code == 403
-        other = await site.post(
-            "/ui/actions/retry", data={"csrf": csrf, "id": failed, "confirmed": "1"},
-            headers={"Origin": "https://evil.example"},
-        )  # fmt: skip
-        assert other.status_code == 403
-        ask = await site.post("/ui/actions/retry", data={"csrf": csrf, "id": failed})
-        assert ask.status_code == 200
-        assert f"Retry failed job {failed}" in ask.text
-        assert await queue.getJobState(failed) == "failed"
-        confirmed = {"csrf": csrf, "id": failed, "confirmed": "1"}
-        done = await site.post("/ui/actions/retry", data={**confirmed, "back": "/ui/jobs"})
-        assert done.status_code == 303
-        assert done.headers["location"] == "/ui/jobs"
-        assert await queue.getJobState(failed) == "waiting"
-        again = await site.post("/ui/actions/retry", data=confirmed)
-        assert again.status_code == 409
-    finally:
-        await queue.close()
+    (failed,) = await fail_jobs(queue, hand_worker, [("mock", "c1")])
+    csrf = await sign_in(site, ADMIN)
+    assert (await site.post("/ui/actions/retry", data={"id": failed, "confirmed": "1"})).status_code == 403
+    other = await site.post(
+        "/ui/actions/retry", data={"csrf": csrf, "id": failed, "confirmed": "1"},
+        headers={"Origin": "https://evil.example"},
+    )  # fmt: skip
+    assert other.status_code == 403
+    ask = await site.post("/ui/actions/retry", data={"csrf": csrf, "id": failed})
+    assert ask.status_code == 200
+    assert f"Retry failed job {failed}" in ask.text
+    assert await queue.getJobState(failed) == "failed"
+    confirmed = {"csrf": csrf, "id": failed, "confirmed": "1"}
+    done = await site.post("/ui/actions/retry", data={**confirmed, "back": "/ui/jobs"})
+    assert done.status_code == 303
+    assert done.headers["location"] == "/ui/jobs"
+    assert await queue.getJobState(failed) == "waiting"
+    again = await site.post("/ui/actions/retry", data=confirmed)
+    assert again.status_code == 409
 
 
-async def test_jobs_page_searches_paginates_and_counts(site: httpx.AsyncClient, ui_settings: Settings) -> None:
+async def test_jobs_page_searches_paginates_and_counts(site: httpx.AsyncClient, queue: Queue) -> None:
     """25 jobs: pages of 20 newest first with the total; search by connectorId, orgId, text in data, job id, dates."""
-    queue = open_queue(ui_settings)
-    try:
-        ids = [
-            await add_crawl(queue, "web" if i % 5 else "drive", f"site-{i}", org_id=f"org-{i % 2}", priority=0)
-            for i in range(25)
-        ]
-        await sign_in(site, READ)
+    ids = [
+        await add_crawl(queue, "web" if i % 5 else "drive", f"site-{i}", org_id=f"org-{i % 2}", priority=0)
+        for i in range(25)
+    ]
+    await sign_in(site, READ)
 
-        async def listed(query: str) -> tuple[str, list[str]]:
-            html = (await site.get(f"/ui/jobs?{query}")).text
-            total = re.search(r"<strong data-total>(\d+)</strong>", html)
-            assert total is not None, html
-            return total[1], re.findall(r'<a href="/ui/jobs/([^"/]+)">', html)
+    async def listed(query: str) -> tuple[str, list[str]]:
+        html = (await site.get(f"/ui/jobs?{query}")).text
+        total = re.search(r"<strong data-total>(\d+)</strong>", html)
+        assert total is not None, html
+        return total[1], re.findall(r'<a href="/ui/jobs/([^"/]+)">', html)
 
-        total, first = await listed("per=20")
-        assert total == "25"
-        assert first == ids[::-1][:20]
-        assert (await listed("per=20&page=2"))[1] == ids[::-1][20:]
-        assert (await listed("connectorId=site-7")) == ("1", [ids[7]])
-        assert (await listed("connector=drive&orgId=org-0"))[1] == [ids[i] for i in (20, 10, 0)]
-        assert (await listed("q=SITE-1"))[0] == "11"  # site-1, site-10 ... site-19: case-insensitive text
-        assert (await listed(f"id={ids[3]}")) == ("1", [ids[3]])
-        assert (await listed("before=2000-01-01T00:00"))[0] == "0"
-        assert (await listed("after=2000-01-01"))[0] == "25"
-        bad = await site.get("/ui/jobs?after=yesterday")
-        assert bad.status_code == 200
-        assert "is not a date" in bad.text
-    finally:
-        await queue.close()
+    total, first = await listed("per=20")
+    assert total == "25"
+    assert first == ids[::-1][:20]
+    assert (await listed("per=20&page=2"))[1] == ids[::-1][20:]
+    assert (await listed("connectorId=site-7")) == ("1", [ids[7]])
+    assert (await listed("connector=drive&orgId=org-0"))[1] == [ids[i] for i in (20, 10, 0)]
+    assert (await listed("q=SITE-1"))[0] == "11"  # site-1, site-10 ... site-19: case-insensitive text
+    assert (await listed(f"id={ids[3]}")) == ("1", [ids[3]])
+    assert (await listed("before=2000-01-01T00:00"))[0] == "0"
+    assert (await listed("after=2000-01-01"))[0] == "25"
+    bad = await site.get("/ui/jobs?after=yesterday")
+    assert bad.status_code == 200
+    assert "is not a date" in bad.text
 
 
 async def test_a_huge_return_value_is_folded_and_served_whole_as_text(site: httpx.AsyncClient, manual: Manual) -> None:
@@ -159,68 +147,57 @@ async def test_a_huge_return_value_is_folded_and_served_whole_as_text(site: http
 
 
 async def test_failures_group_by_root_error_class_and_retry_one_group(
-    site: httpx.AsyncClient, ui_settings: Settings
+    site: httpx.AsyncClient, ui_settings: Settings, queue: Queue
 ) -> None:
-    """Our worker's failures group by the root exception (CredentialsError, UnconfiguredInstance); "retry these"
-    retries one group only."""
+    """Failures group by root exception (CredentialsError, UnconfiguredInstance); "retry these" retries one group."""
     catalog = catalog_of(
         k1={"connector": "mock", "config": {"invalid_credentials": True}},
         k2={"connector": "mock", "config": {"invalid_credentials": True}},
     )
-    queue = open_queue(ui_settings)
-    try:
-        async with running_app(ui_settings, catalog):
-            ids = [await add_crawl(queue, "mock", cid, priority=0) for cid in ("k1", "k2", "nowhere")]
-            for job_id in ids:
-                await wait_state(queue, job_id, ["failed"])
-        csrf = await sign_in(site, ADMIN)
-        html = (await site.get("/ui/failures")).text
-        groups = re.findall(r'count-badge">(\d+)</span> <span class="mono">([^<]+)</span>', html)
-        assert groups == [("2", "CredentialsError"), ("1", "UnconfiguredInstance")]
-        reason = "mock source rejected the credentials (401)"
-        fields = {"csrf": csrf, "error_class": "CredentialsError", "pattern": reason}
-        ask = await site.post("/ui/actions/retry-group", data=fields)
-        assert "Retry 2 failed job(s)" in ask.text
-        done = await site.post("/ui/actions/retry-group", data={**fields, "confirmed": "1"})
-        assert done.status_code == 303
-        assert [await queue.getJobState(i) for i in ids] == ["waiting", "waiting", "failed"]
-    finally:
-        await queue.close()
+    async with running_app(ui_settings, catalog):
+        ids = [await add_crawl(queue, "mock", cid, priority=0) for cid in ("k1", "k2", "nowhere")]
+        for job_id in ids:
+            await wait_state(queue, job_id, ["failed"])
+    csrf = await sign_in(site, ADMIN)
+    html = (await site.get("/ui/failures")).text
+    groups = re.findall(r'count-badge">(\d+)</span> <span class="mono">([^<]+)</span>', html)
+    assert groups == [("2", "CredentialsError"), ("1", "UnconfiguredInstance")]
+    reason = "mock source rejected the credentials (401)"
+    fields = {"csrf": csrf, "error_class": "CredentialsError", "pattern": reason}
+    ask = await site.post("/ui/actions/retry-group", data=fields)
+    assert "Retry 2 failed job(s)" in ask.text
+    done = await site.post("/ui/actions/retry-group", data={**fields, "confirmed": "1"})
+    assert done.status_code == 303
+    assert [await queue.getJobState(i) for i in ids] == ["waiting", "waiting", "failed"]
 
 
 async def test_instances_show_catalog_runs_resume_point_schedule_and_last_error(
-    site: httpx.AsyncClient, ui_settings: Settings
+    site: httpx.AsyncClient, ui_settings: Settings, queue: Queue, hand_worker: Worker, ops: Operations
 ) -> None:
     """An instance in the catalog with an interrupted run record, a schedule and a failed job shows all four."""
-    (bad,) = await fail_jobs(ui_settings, [("mock", "inst-1", "org-9")], reason="source said 503")
-    client = make_client(ui_settings)
-    ops = Operations(ui_settings, client)
-    try:
-        record = RunRecord(
-            run_id="run-42", status="interrupted", config_hash="h", checkpoint={"cursor": "page-17", "has_more": True},
-            counters=Counters(documents=170), percentage=42.0, commits=17,
-        )  # fmt: skip
-        await client.hset(f"bull:{ui_settings.queue_name}:cw:run:org-9:mock:inst-1", "record", dump_record(record))
-        daily = ScheduleConfig(schedule_type=ScheduleType.DAILY, hour=2, minute=30)
-        instance = {"connector": "mock", "connector_id": "inst-1", "org_id": "org-9", "user_id": "u"}
-        await ops.upsert_schedule(ScheduleRequest(**instance, schedule_config=daily))
-        catalog = '[instances."inst-1"]\nconnector = "mock"\n[instances."idle-2"]\nconnector = "web"\n'
-        ui_settings.catalog_file.write_text(catalog)
-        await sign_in(site, ADMIN)
-        html = (await site.get("/ui/instances?q=inst-1")).text
-        assert "inst-1" in html
-        assert "idle-2" not in html
-        assert "not in the catalog" not in html
-        assert "170" in html
-        assert "yes, from step 17 (42 %)" in html
-        assert "cursor=page-17" in html
-        assert "30 2 * * *" in html
-        assert "source said 503" in html
-        assert f'href="/ui/jobs/{bad}"' in html
-        assert "idle-2" in (await site.get("/ui/instances")).text
-    finally:
-        await ops.close()
-        await client.aclose()
+    (bad,) = await fail_jobs(queue, hand_worker, [("mock", "inst-1", "org-9")], reason="source said 503")
+    record = RunRecord(
+        run_id="run-42", status="interrupted", config_hash="h", checkpoint={"cursor": "page-17", "has_more": True},
+        counters=Counters(documents=170), percentage=42.0, commits=17,
+    )  # fmt: skip
+    await ops.client.hset(f"bull:{ui_settings.queue_name}:cw:run:org-9:mock:inst-1", "record", dump_record(record))
+    daily = ScheduleConfig(schedule_type=ScheduleType.DAILY, hour=2, minute=30)
+    instance = {"connector": "mock", "connector_id": "inst-1", "org_id": "org-9", "user_id": "u"}
+    await ops.upsert_schedule(ScheduleRequest(**instance, schedule_config=daily))
+    catalog = '[instances."inst-1"]\nconnector = "mock"\n[instances."idle-2"]\nconnector = "web"\n'
+    ui_settings.catalog_file.write_text(catalog)
+    await sign_in(site, ADMIN)
+    html = (await site.get("/ui/instances?q=inst-1")).text
+    assert "inst-1" in html
+    assert "idle-2" not in html
+    assert "not in the catalog" not in html
+    assert "170" in html
+    assert "yes, from step 17 (42 %)" in html
+    assert "cursor=page-17" in html
+    assert "30 2 * * *" in html
+    assert "source said 503" in html
+    assert f'href="/ui/jobs/{bad}"' in html
+    assert "idle-2" in (await site.get("/ui/instances")).text
 
 
 async def test_the_event_stream_carries_progress_and_state_from_bullmqs_events(
