@@ -31,27 +31,36 @@ from worker.settings import Settings
 SECRET = "the worker's secret"
 
 
-async def _step_by_step(root: Path, between: dict[int, Any] | None = None, **config: Any) -> tuple[
+async def _step_by_step(root: Path, after_listing: Callable[[], None] | None = None, **config: Any) -> tuple[
     list[Document], list[ItemFailure]
 ]:
-    """One connector instance (one listing) for the whole crawl; ``between[n]()`` runs after step n."""
+    """One connector instance (one listing) for the whole crawl; ``after_listing()`` runs once the tree is listed,
+    before any file is read."""
     cfg = FilesystemConfig(root=root, **config)
     connector = FilesystemConnector(cfg, ConnectorContext(connector_id="fs", org_id="o", data_dir=root / ".blobs"))
     data = MemoryRunData(FilesystemConnector.carried)
     connector.bind(data)
+    if after_listing is not None:
+        listed = connector._walk
+
+        def walk(stop: threading.Event) -> Any:
+            found = listed(stop)
+            after_listing()
+            return found
+
+        connector._walk = walk  # type: ignore[method-assign]
     checkpoint = connector.initial_checkpoint(None)
     docs: list[Document] = []
     failures: list[ItemFailure] = []
-    n = 0
-    while checkpoint.has_more:
-        step = await asyncio.wait_for(connector.run_step(checkpoint), 10)
-        data.apply(step.changes)
-        docs += step.documents
-        failures += step.failures
-        checkpoint = step.checkpoint
-        n += 1
-        if between and n in between:
-            between[n]()
+    try:
+        while checkpoint.has_more:
+            step = await asyncio.wait_for(connector.run_step(checkpoint), 10)
+            data.apply(step.changes)
+            docs += step.documents
+            failures += step.failures
+            checkpoint = step.checkpoint
+    finally:
+        await connector.aclose()
     return docs, failures
 
 
@@ -138,7 +147,7 @@ async def test_a_file_swapped_for_a_fifo_after_listing_is_not_opened_blocking(tm
         os.mkfifo(tmp_path / "b.txt")
 
     with _unblocking(tmp_path / "b.txt"):
-        docs, failures = await _step_by_step(tmp_path, {1: swap}, batch_size=1)
+        docs, failures = await _step_by_step(tmp_path, swap, batch_size=1)
     assert sorted(Path(d.source).name for d in docs) == ["a.txt", "c.txt"]
     assert [(Path(f.source).name, f.reason) for f in failures] == [("b.txt", "a FIFO, not a regular file")]
 
@@ -174,7 +183,7 @@ async def test_a_file_swapped_for_a_link_is_not_read_through_it(tmp_path: Path) 
         (root / "sub").rmdir()
         (root / "sub").symlink_to(outside)
 
-    docs, failures = await _step_by_step(root, {1: swap}, batch_size=1)
+    docs, failures = await _step_by_step(root, swap, batch_size=1)
     assert SECRET not in _texts(docs)
     assert [Path(d.source).name for d in docs] == ["a.txt"]
     assert sorted((Path(f.source).relative_to(root.resolve()).as_posix(), f.reason) for f in failures) == [
@@ -216,7 +225,7 @@ async def test_a_file_swapped_for_a_link_outside_is_refused_when_following_links
         (root / "b.txt").unlink()
         (root / "b.txt").symlink_to(tmp_path / "outside" / "shadow")
 
-    docs, failures = await _step_by_step(root, {1: swap}, batch_size=1, follow_symlinks=True)
+    docs, failures = await _step_by_step(root, swap, batch_size=1, follow_symlinks=True)
     assert SECRET not in _texts(docs)
     assert sorted(Path(d.source).name for d in docs) == ["a.txt", "c.txt"]
     assert [Path(f.source).name for f in failures] == ["b.txt"]
@@ -255,10 +264,12 @@ async def test_a_cancelled_step_stops_reading_after_the_current_file(
         (tmp_path / f"f{i}.txt").write_text(str(i))
     hanging, release = threading.Event(), threading.Event()
     read: list[bytes] = []
+    threads: set[threading.Thread] = set()
     real_read = Reader.read
 
     def slow_read(self: Reader, rel: bytes) -> Any:
         read.append(rel)
+        threads.add(threading.current_thread())
         if rel == b"f1.txt":
             hanging.set()
             release.wait(10)
@@ -272,10 +283,12 @@ async def test_a_cancelled_step_stops_reading_after_the_current_file(
     step.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(step, 1)
-    (reader,) = [t for t in threading.enumerate() if t.name == "filesystem-read"]
+    (reader,) = threads
     assert reader.daemon, "the process must not wait at exit for a read that never returns"
     release.set()
+    await connector.aclose()  # the thread ends when its work is done
     await asyncio.to_thread(reader.join, 5)
+    assert not reader.is_alive()
     assert read == [b"f0.txt", b"f1.txt"]
 
 

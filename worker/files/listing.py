@@ -94,6 +94,11 @@ class Walker:
             for entry in entries:
                 rel = prefix + entry.name
                 try:
+                    if entry.is_file(follow_symlinks=False):  # the common case first: a regular file, by d_type
+                        key = key_of(rel)
+                        if selected(key if not key.startswith("/") else display(rel)):
+                            keys.append(key)
+                        continue
                     kind = self._kind(entry, rel, seen)
                 except FileNotFoundError:
                     continue  # gone while listing
@@ -111,7 +116,8 @@ class Walker:
         pending.extend(reversed(subdirs))  # depth first, in name order
 
     def _kind(self, entry: os.DirEntry[bytes], rel: bytes, seen: set[tuple[int, int]]) -> str:
-        """``file``, ``dir``, a skip reason, or ``""`` for entries passed over silently (loops, unfollowed links)."""
+        """What an entry that is not a regular file is: ``file`` (a link to one), ``dir``, a skip reason, or ``""``
+        for entries passed over silently (loops, unfollowed links)."""
         if entry.is_symlink():
             if not self.follow_symlinks:
                 return ""
@@ -119,8 +125,6 @@ class Walker:
         if entry.is_dir(follow_symlinks=False):
             st = entry.stat(follow_symlinks=False)
             return _once(st, seen, "dir")
-        if entry.is_file(follow_symlinks=False):
-            return "file"
         return "not_regular"
 
     def _link(self, rel: bytes, seen: set[tuple[int, int]]) -> str:

@@ -24,6 +24,7 @@ import stat
 from worker.files.names import display
 
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_OPEN_HERE = _OPEN | os.O_NOFOLLOW
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Directory descriptors kept open by one reader (files are read in sorted order, so a few suffice).
 _DIRS_KEPT = 32
@@ -79,36 +80,37 @@ class Reader:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise Refused(f"{kind_of(st.st_mode)}, not a regular file")
-            if st.st_size > self.max_size:
-                raise TooLarge(st.st_size, self.max_size)
-            return st, self._read_bounded(fd, st.st_size)
+            reported = st.st_size
+            if reported > self.max_size:
+                raise TooLarge(reported, self.max_size)
+            data = os.read(fd, reported + 1)
+            if len(data) == reported:  # asked for one byte more than fstat said and got exactly that: the end
+                return st, data
+            return st, self._read_rest(fd, data)
         finally:
             os.close(fd)
 
-    def _read_bounded(self, fd: int, reported: int) -> bytes:
-        """Read to the end, never more than ``max_size + 1`` bytes in all."""
+    def _read_rest(self, fd: int, data: bytes) -> bytes:
+        """The file was not the size it reported (``/proc`` files say 0, or it changed): read to the end, never
+        more than ``max_size + 1`` bytes in all."""
         limit = self.max_size + 1
-        data = os.read(fd, min(reported + 1, limit))
-        if not data:
-            return data
         chunks = [data]
         total = len(data)
-        while total < limit:
-            chunk = os.read(fd, min(limit - total, _CHUNK))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
+        while data and total < limit:
+            data = os.read(fd, min(limit - total, _CHUNK))
+            chunks.append(data)
+            total += len(data)
         if total > self.max_size:
             raise TooLarge(None, self.max_size)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return b"".join(chunks)
 
     def _open(self, rel: bytes) -> int:
         if self.follow_symlinks:
             return self._open_followed(rel)
         parent, _, name = rel.rpartition(b"/")
+        dir_fd = self._dirs.get(parent)
         try:
-            return os.open(name, _OPEN | os.O_NOFOLLOW, dir_fd=self._dir(parent))
+            return os.open(name, _OPEN_HERE, dir_fd=self._dir(parent) if dir_fd is None else dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise Refused("a symbolic link, and follow_symlinks is false") from None

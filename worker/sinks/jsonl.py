@@ -62,20 +62,25 @@ class JsonlSink(Sink):
         index = self._index.get(path)
         if index is None or _size(path) != self._sizes.get(path):  # first use, or another process wrote
             index = self._index[path] = _load_index(path)
-        lines = []
+        out = bytearray()
+        lines = 0
         written: dict[str, int] = {}
         head = b'{"run_id":' + json.dumps(run_id).encode() + b","
         for doc in documents:
-            key = _mark(doc.content_hash, doc.deleted)
-            if written.get(doc.id, index.get(doc.id)) == key:
+            key = hash((doc.content_hash, doc.deleted))  # _mark, inline: this loop runs once per document
+            doc_id = doc.id
+            if key == (written[doc_id] if doc_id in written else index.get(doc_id)):
                 continue
-            written[doc.id] = key
-            # {"run_id":..., then the document's own JSON (model_dump_json's serializer, as bytes)
-            lines.append(head + doc.__pydantic_serializer__.to_json(doc)[1:])
-        if lines:
+            written[doc_id] = key
+            # {"run_id":..., then the document's own JSON after its "{" (model_dump_json's serializer, as bytes)
+            out += head
+            out += memoryview(doc.__pydantic_serializer__.to_json(doc))[1:]
+            out += b"\n"
+            lines += 1
+        if out:
             try:
                 with path.open("ab") as fh:
-                    fh.write(b"\n".join(lines) + b"\n")
+                    fh.write(out)
                     fh.flush()
                     os.fsync(fh.fileno())
             except BaseException:
@@ -86,7 +91,7 @@ class JsonlSink(Sink):
                 raise
         index.update(written)  # only what is on disk: a failed write leaves no claim behind
         self._sizes[path] = _size(path)
-        return len(lines)
+        return lines
 
 
 def _size(path: Path) -> int:
