@@ -43,6 +43,13 @@ class TooLarge(Refused):
         super().__init__(f"larger than max_file_size ({told}; the limit is {limit} B)")
 
 
+def _refused_link(exc: OSError) -> Exception:
+    """ELOOP from ``O_NOFOLLOW``: the path is a link now; any other error as it is."""
+    if exc.errno == errno.ELOOP:
+        return Refused("a symbolic link, and follow_symlinks is false")
+    return exc
+
+
 def kind_of(mode: int) -> str:
     """What a non-regular file is, in words."""
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -75,7 +82,15 @@ class Reader:
 
     def read(self, rel: bytes) -> tuple[os.stat_result, bytes]:
         """The file's metadata (of the opened file) and content; Refused or OSError when it cannot be read."""
-        fd = self._open(rel)
+        if self.follow_symlinks:
+            fd = self._open_followed(rel)
+        else:  # _open_here, inline: this runs once per file
+            parent, _, name = rel.rpartition(b"/")
+            dir_fd = self._dirs.get(parent)
+            try:
+                fd = os.open(name, _OPEN_HERE, dir_fd=self._dir(parent) if dir_fd is None else dir_fd)
+            except OSError as exc:
+                raise _refused_link(exc) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -103,18 +118,6 @@ class Reader:
         if total > self.max_size:
             raise TooLarge(None, self.max_size)
         return b"".join(chunks)
-
-    def _open(self, rel: bytes) -> int:
-        if self.follow_symlinks:
-            return self._open_followed(rel)
-        parent, _, name = rel.rpartition(b"/")
-        dir_fd = self._dirs.get(parent)
-        try:
-            return os.open(name, _OPEN_HERE, dir_fd=self._dir(parent) if dir_fd is None else dir_fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise Refused("a symbolic link, and follow_symlinks is false") from None
-            raise
 
     def _open_followed(self, rel: bytes) -> int:
         """Resolve the path to an ``O_PATH`` descriptor (nothing is opened for reading yet), check where it
