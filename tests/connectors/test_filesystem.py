@@ -28,6 +28,7 @@ async def crawl(root: Path, data: MemoryRunData | None = None, **config: object)
         connector = FilesystemConnector(cfg, ctx)
         connector.bind(data)
         step = await connector.run_step(FilesystemCheckpoint.model_validate_json(checkpoint.model_dump_json()))
+        await connector.aclose()
         data.apply(step.changes)
         docs.extend(step.documents)
         checkpoint = step.checkpoint
