@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers import open_queue
 from tests.proc import run_cli, write_catalog
+from worker.app import App
+from worker.cli import freeze_start_up
 from worker.settings import Settings
 
 
@@ -63,3 +66,14 @@ async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., S
         assert await queue.getJobState(job_id) == "prioritized"
     finally:
         await queue.close()
+
+
+async def test_run_freezes_what_start_up_built(make_settings: Callable[..., Settings]) -> None:
+    """`run` freezes the start-up heap once the worker has started, so full collections during crawls skip it."""
+    app = App(make_settings())
+    gc.unfreeze()
+    try:
+        await freeze_start_up(app)
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
