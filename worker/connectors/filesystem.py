@@ -33,6 +33,8 @@ from worker.files.names import display, document_id, native
 FILES = "files"
 #: Keys of directories this run could not list (in any attempt): their files keep their previous state.
 UNREADABLE = "unreadable"
+#: Batches read ahead of the one the runner is writing and committing (each holds up to batch_size documents).
+READ_AHEAD = 1
 
 
 class FilesystemConfig(ConnectorConfig):
@@ -71,8 +73,8 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
         self._listing: Listing | None = None
         self._reader: BatchReader | None = None
         self._thread = Background("filesystem-read")
-        #: The next batch, read while the runner writes and commits this one: (its start, the reading task).
-        self._ahead: tuple[int, asyncio.Task[Batch]] | None = None
+        #: The next batches, read while the runner writes and commits this one: their start -> the reading task.
+        self._ahead: dict[int, asyncio.Task[Batch]] = {}
 
     async def validate(self) -> None:
         """The root must be a directory; following links needs ``/proc/self/fd`` to check where they lead."""
@@ -102,8 +104,8 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
         done = end >= len(keys)
         if done:
             documents += await self._tombstones(read.states)
-        elif not os.environ.get('NOAHEAD'):
-            self._ahead = (end, asyncio.create_task(self._read(keys[end : end + self.config.batch_size])))
+        else:
+            self._read_ahead(keys, end)
         changes.put(FILES, read.states)
         next_checkpoint = checkpoint.model_copy(
             update={"cursor": batch[-1] if batch else checkpoint.cursor, "total": len(keys), "has_more": not done}
@@ -124,12 +126,19 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
         self._thread.close()
 
     async def _batch(self, start: int, keys: list[str]) -> Batch:
-        """The batch at ``start``: read ahead during the last step if that was this batch, else read now."""
-        if self._ahead is not None and self._ahead[0] == start:
-            task, self._ahead = self._ahead[1], None
+        """The batch at ``start``: read ahead during the last steps if that was this batch, else read now."""
+        task = self._ahead.pop(start, None)
+        if task is not None:
             return await task
         await self._drop_ahead()
         return await self._read(keys)
+
+    def _read_ahead(self, keys: list[str], start: int) -> None:
+        """Start reading the batches from ``start`` on (READ_AHEAD of them), in the reading thread's order."""
+        size = self.config.batch_size
+        for at in range(start, min(start + READ_AHEAD * size, len(keys)), size):
+            if at not in self._ahead:
+                self._ahead[at] = asyncio.create_task(self._read(keys[at : at + size]))
 
     async def _read(self, keys: list[str]) -> Batch:
         assert self._reader is not None
@@ -138,10 +147,12 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
         return await self._thread.run(lambda stop: reader.read(keys, before, stop))
 
     async def _drop_ahead(self) -> None:
-        if self._ahead is not None:
-            task, self._ahead = self._ahead[1], None
+        tasks, self._ahead = list(self._ahead.values()), {}
+        for task in tasks:
             task.cancel()
-            await asyncio.wait({task})
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in tasks:
             if not task.cancelled():
                 task.exception()  # retrieved: what went wrong reading ahead does not matter any more
 
