@@ -13,6 +13,10 @@ the check is made on what is actually opened, so there is no gap between check a
   ``fstat`` of the opened descriptor says is a regular file is read;
 - a read takes at most ``max_size + 1`` bytes, whatever size the file reports (files in ``/proc``
   report 0).
+
+Without ``follow_symlinks`` a device node put in place of a listed file is opened (non-blocking, no
+controlling terminal) before ``fstat`` refuses it; putting one there takes ``CAP_MKNOD``. With
+``follow_symlinks`` nothing but a regular file inside the root is ever opened for reading.
 """
 
 from __future__ import annotations
