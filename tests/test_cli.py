@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from bullmq import Queue
 
 from tests.proc import run_cli, write_catalog
+from worker.app import App
+from worker.cli import freeze_start_up
 from worker.settings import Settings
 
 
@@ -75,3 +78,14 @@ def test_exit_codes_say_what_failed_redis_or_a_file(tmp_path: Path) -> None:
     assert bad_file.returncode == 1, bad_file.stderr
     assert str(folder) in bad_file.stderr
     assert "Redis" not in bad_file.stderr
+
+
+async def test_run_freezes_what_start_up_built(make_settings: Callable[..., Settings]) -> None:
+    """`run` freezes the start-up heap once the worker has started, so full collections during crawls skip it."""
+    app = App(make_settings())
+    gc.unfreeze()
+    try:
+        await freeze_start_up(app)
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -124,7 +125,14 @@ async def _run(settings: Settings, demo: bool) -> int:
         return await run_demo(settings)
     app = App(settings)
     systemd.attach(app, systemd.Notifier.from_environment(systemd_environment()))
+    app.on_started.append(freeze_start_up)
     return await app.run()
+
+
+async def freeze_start_up(_: App) -> None:
+    """What start-up built (modules, models, clients) lives as long as the process: ``gc.freeze`` keeps it out
+    of every full collection, which otherwise rescans it a few times per large crawl (~40 ms each)."""
+    gc.freeze()
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command

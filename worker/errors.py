@@ -110,6 +110,18 @@ class ComeBackLater(SourceError):
         self.seconds = seconds
 
 
+class Refused(SourceError):
+    """A path cannot be crawled as a file (not regular, too large, a link, or outside the root)."""
+
+
+class TooLarge(Refused):
+    """The file has more than ``max_size`` bytes."""
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        told = f"{size} B" if size is not None else "it grew while read"
+        super().__init__(f"larger than max_file_size ({told}; the limit is {limit} B)")
+
+
 class RepeatError(CrawlWorkerError):
     """Repeat options that cannot produce a next tick (Node throws here too): the schedule ends, logged."""
 

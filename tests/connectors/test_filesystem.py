@@ -18,7 +18,7 @@ async def crawl(root: Path, data: MemoryRunData | None = None, **config: object)
 
     ``data`` carries the previous run's file states; it is returned with the run completed.
     """
-    cfg = FilesystemConfig(root=root, **config)  # type: ignore[arg-type]
+    cfg = FilesystemConfig(root=root, **config)
     ctx = ConnectorContext(connector_id="fs", org_id="o", data_dir=root / ".blobs")
     data = data or MemoryRunData(FilesystemConnector.carried)
     checkpoint = FilesystemConnector(cfg, ctx).initial_checkpoint(None)
@@ -28,6 +28,7 @@ async def crawl(root: Path, data: MemoryRunData | None = None, **config: object)
         connector = FilesystemConnector(cfg, ctx)
         connector.bind(data)
         step = await connector.run_step(FilesystemCheckpoint.model_validate_json(checkpoint.model_dump_json()))
+        await connector.aclose()
         data.apply(step.changes)
         docs.extend(step.documents)
         checkpoint = step.checkpoint

@@ -1,32 +1,40 @@
-"""The ``filesystem`` connector: one document per file under a configured directory.
+"""The ``filesystem`` connector: one document per regular file under a configured directory.
 
-Each step handles up to ``batch_size`` files in sorted path order (the checkpoint is a cursor
-over those paths) and reads them in one worker thread. Each file's state (mtime, size, hash) goes
-into the run's stored ``files`` map, one field per file, written with the step's commit
-(``worker.crawlstate``); the map is carried to the next run, which skips unchanged files (same
-mtime and size, optionally the same hash) and emits tombstones for files that disappeared.
+The walk (``worker.files.listing``) lists the regular files once per attempt, sorted by key
+(``worker.files.names``); each step handles up to ``batch_size`` files after the checkpoint's cursor.
+Files are read in one daemon thread (``worker.files.background``; ``worker.files.reading``: inside the
+root, regular files only, bounded, never blocking; ``worker.files.batch``: documents and states), and
+the next batch is read while the runner writes and commits this one. Each file's state (mtime, size,
+hash) goes into the run's stored ``files`` map, one field per file, written with the step's commit
+(``worker.crawlstate``); the map is carried to the next run, which skips unchanged files and emits
+tombstones for files that disappeared. A file or directory that cannot be read is an item failure and
+keeps its previous state: what cannot be read is never taken for gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import fnmatch
-import mimetypes
 import os
-import time
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 from pydantic import Field
 
-from worker.connectors.base import Checkpoint, Connector, ConnectorConfig, StepResult
+from worker.connectors.base import Checkpoint, Connector, ConnectorConfig, ConnectorContext, StepResult
 from worker.crawlstate import StateChanges
-from worker.documents import Document, ItemFailure, content_hash, stable_id
-from worker.errors import InvalidConnectorConfig
+from worker.documents import Document, ItemFailure
+from worker.errors import InvalidConnectorConfig, TransientError
+from worker.files.background import Background
+from worker.files.batch import Batch, BatchReader, ReadOptions
+from worker.files.listing import Listing, Selection, Walker
+from worker.files.names import display, document_id, native
 
-TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/toml")
 FILES = "files"
+#: Keys of directories this run could not list (in any attempt): their files keep their previous state.
+UNREADABLE = "unreadable"
+#: Batches read ahead of the one the runner is writing and committing (each holds up to batch_size documents).
+READ_AHEAD = 1
 
 
 class FilesystemConfig(ConnectorConfig):
@@ -35,7 +43,7 @@ class FilesystemConfig(ConnectorConfig):
     root: Path
     include: list[str] = Field(default_factory=lambda: ["**"], description="Glob patterns relative to root.")
     exclude: list[str] = Field(default_factory=list)
-    follow_symlinks: bool = False
+    follow_symlinks: bool = Field(False, description="Follow links that lead inside root (checked at open time).")
     max_file_size: int = Field(10 * 1024 * 1024, gt=0)
     max_text_size: int = Field(1024 * 1024, gt=0, description="Larger text files are referenced, not inlined.")
     batch_size: int = Field(200, gt=0)
@@ -43,27 +51,8 @@ class FilesystemConfig(ConnectorConfig):
     max_files_per_second: float | None = Field(None, gt=0, description="I/O throttle for shared filesystems.")
 
 
-@dataclass(frozen=True)
-class FileState:
-    """What a run saw of one file: (mtime_ns, size, hash); stored as one short string."""
-
-    mtime_ns: int
-    size: int
-    hash: str
-
-    def dump(self) -> str:
-        """The stored form."""
-        return f"{self.mtime_ns} {self.size} {self.hash}"
-
-    @classmethod
-    def load(cls, raw: str) -> FileState:
-        """Read the stored form."""
-        mtime_ns, size, hash_ = raw.split(" ", 2)
-        return cls(int(mtime_ns), int(size), hash_)
-
-
 class FilesystemCheckpoint(Checkpoint):
-    """Cursor over sorted relative paths; the file states are in the run's stored ``files`` map."""
+    """Cursor over sorted file keys; the file states are in the run's stored ``files`` map."""
 
     schema_version = 2
 
@@ -72,138 +61,169 @@ class FilesystemCheckpoint(Checkpoint):
 
 
 class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
-    """Walks ``config.root`` and emits one document per file."""
+    """Walks ``config.root`` and emits one document per regular file."""
 
     config_model = FilesystemConfig
     checkpoint_model = FilesystemCheckpoint
     carried = frozenset({FILES})
 
-    _listing: list[str] | None = None
+    def __init__(self, config: FilesystemConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self._listing: Listing | None = None
+        self._reader: BatchReader | None = None
+        self._thread = Background("filesystem-read")
+        #: The next batches, read while the runner writes and commits this one: their start -> the reading task.
+        self._ahead: dict[int, asyncio.Task[Batch]] = {}
 
     async def validate(self) -> None:
-        """The root must be a readable directory."""
+        """The root must be a directory; following links needs ``/proc/self/fd`` to check where they lead."""
         if not self.config.root.is_dir():
             raise InvalidConnectorConfig(f"filesystem root {str(self.config.root)!r} is not a directory")
+        if self.config.follow_symlinks and not _proc_fd_mounted():
+            raise InvalidConnectorConfig("follow_symlinks needs /proc mounted (to check where links lead)")
 
     async def run_step(self, checkpoint: FilesystemCheckpoint) -> StepResult[FilesystemCheckpoint]:
         """Handle the next batch of files after the cursor."""
-        if self._listing is None:
-            self._listing = await asyncio.to_thread(self._list)
-        start = 0 if checkpoint.cursor is None else bisect.bisect_right(self._listing, checkpoint.cursor)
-        batch = self._listing[start : start + self.config.batch_size]
-        stored = await self.data.get(FILES, batch, previous=True)
-        before = [None if raw is None else FileState.load(raw) for raw in stored]
-        if self.config.max_files_per_second:
-            results = []
-            for rel, seen in zip(batch, before, strict=True):
-                began = time.monotonic()
-                results.append(await asyncio.to_thread(self._read, rel, seen))
-                await asyncio.sleep(max(0.0, 1 / self.config.max_files_per_second - (time.monotonic() - began)))
-        else:  # one thread hop for the whole batch
-            results = await asyncio.to_thread(lambda: [self._read(r, b) for r, b in zip(batch, before, strict=True)])
-        documents: list[Document] = []
-        failures: list[ItemFailure] = []
-        current: dict[str, str] = {}
-        for rel, (doc, state, failure) in zip(batch, results, strict=True):
-            if failure is not None:
-                failures.append(failure)
-            if state is not None:
-                current[rel] = state.dump()
-            if doc is not None:
-                documents.append(doc)
-        done = start + len(batch) >= len(self._listing)
-        if done:
-            documents += await self._tombstones(current)
         changes = StateChanges()
-        changes.put(FILES, current)
-        cursor = batch[-1] if batch else checkpoint.cursor
+        failures: list[ItemFailure] = []
+        stats: dict[str, int] = {}
+        if self._listing is None:
+            self._reader, listing = await self._thread.run(self._walk)
+            self._listing = listing
+            failures += await self._unreadable(listing, changes)
+            stats.update({f"skipped_{reason}": n for reason, n in listing.skipped.items()})
+        keys = self._listing.keys
+        start = 0 if checkpoint.cursor is None else bisect.bisect_right(keys, checkpoint.cursor)
+        end = start + self.config.batch_size
+        batch = keys[start:end]
+        read = await self._batch(start, batch)
+        failures += read.failures
+        documents = read.documents
+        stats["unchanged"] = read.unchanged
+        done = end >= len(keys)
+        if done:
+            documents += await self._tombstones(read.states)
+        else:
+            self._read_ahead(keys, end)
+        changes.put(FILES, read.states)
         next_checkpoint = checkpoint.model_copy(
-            update={"cursor": cursor, "total": len(self._listing), "has_more": not done}
+            update={"cursor": batch[-1] if batch else checkpoint.cursor, "total": len(keys), "has_more": not done}
         )
         return StepResult(
             documents=documents,
             failures=failures,
             checkpoint=next_checkpoint,
             processed=len(batch),
-            total=len(self._listing),
+            total=len(keys),
+            stats=stats,
             changes=changes,
         )
 
+    async def aclose(self) -> None:
+        """Stop reading ahead; the reading thread ends."""
+        await self._drop_ahead()
+        self._thread.close()
+
+    async def _batch(self, start: int, keys: list[str]) -> Batch:
+        """The batch at ``start``: read ahead during the last steps if that was this batch, else read now."""
+        task = self._ahead.pop(start, None)
+        if task is not None:
+            return await task
+        await self._drop_ahead()
+        return await self._read(keys)
+
+    def _read_ahead(self, keys: list[str], start: int) -> None:
+        """Start reading the batches from ``start`` on (READ_AHEAD of them), in the reading thread's order."""
+        size = self.config.batch_size
+        for at in range(start, min(start + READ_AHEAD * size, len(keys)), size):
+            if at not in self._ahead:
+                self._ahead[at] = asyncio.create_task(self._read(keys[at : at + size]))
+
+    async def _read(self, keys: list[str]) -> Batch:
+        assert self._reader is not None
+        reader = self._reader
+        before = await self.data.get(FILES, keys, previous=True)
+        return await self._thread.run(lambda stop: reader.read(keys, before, stop))
+
+    async def _drop_ahead(self) -> None:
+        tasks, self._ahead = list(self._ahead.values()), {}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: what went wrong reading ahead does not matter any more
+
+    def _walk(self, stop: threading.Event) -> tuple[BatchReader, Listing]:
+        """Resolve the root and list it (in the reading thread)."""
+        root = os.path.realpath(os.fsencode(self.config.root))
+        walker = Walker(root, Selection(self.config.include, self.config.exclude),
+                        follow_symlinks=self.config.follow_symlinks)
+        try:
+            return BatchReader(root, _options(self.config)), walker.walk(stop)
+        except OSError as exc:  # the root itself: no listing at all, so nothing can be concluded
+            raise TransientError(
+                f"filesystem instance {self.context.connector_id!r}: cannot list its root directory: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from exc
+
+    async def _unreadable(self, listing: Listing, changes: StateChanges) -> list[ItemFailure]:
+        """Directories this attempt could not list: item failures (once per run), remembered for the deletions."""
+        if not listing.unreadable:
+            return []
+        known = await self.data.members(UNREADABLE)
+        new = sorted(set(listing.unreadable) - known)
+        changes.add(UNREADABLE, new)
+        return [
+            ItemFailure(
+                source=self._shown(native(key)),
+                reason=f"cannot list directory: {listing.unreadable[key]}; the files under it keep their last "
+                "state (no deletions)",
+                retryable=True,
+            )
+            for key in new
+        ]
+
     async def _tombstones(self, pending: dict[str, str]) -> list[Document]:
-        """Files the last completed run saw that this run did not (``pending``: the last step's states)."""
-        root = self.config.root.resolve()
+        """Files the last completed run saw that this run did not (``pending``: the last step's states).
+
+        Files under a directory this run could not list are not gone: their previous state is kept
+        (added to ``pending``, so it is committed with the last step).
+        """
+        assert self._listing is not None
+        dirs = {native(key) for key in (await self.data.members(UNREADABLE)) | set(self._listing.unreadable)}
+        under = tuple(d + b"/" for d in dirs)
         gone: list[str] = []
         async for chunk in self.data.scan(FILES, previous=True):
-            rels = [rel for rel, _ in chunk if rel not in pending]
-            now = await self.data.get(FILES, rels)
-            gone += [rel for rel, state in zip(rels, now, strict=True) if state is None]
-        return [Document.tombstone(str(root / rel), stable_id(str(root / rel))) for rel in sorted(gone)]
-
-    def _list(self) -> list[str]:
-        root = self.config.root.resolve()
-        found: list[str] = []
-        seen_dirs: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=self.config.follow_symlinks):
-            st = os.stat(dirpath)
-            if (st.st_dev, st.st_ino) in seen_dirs:  # symlink loop
-                dirnames[:] = []
-                continue
-            seen_dirs.add((st.st_dev, st.st_ino))
-            dirnames.sort()
-            for name in filenames:
-                path = Path(dirpath) / name
-                if path.is_symlink() and not self.config.follow_symlinks:
+            rest = [(key, state) for key, state in chunk if key not in pending]
+            now = await self.data.get(FILES, [key for key, _ in rest])
+            for (key, state), current in zip(rest, now, strict=True):
+                if current is not None:
                     continue
-                rel = path.relative_to(root).as_posix()
-                if self._selected(rel):
-                    found.append(rel)
-        found.sort()
-        return found
+                rel = native(key)
+                if dirs and (rel in dirs or rel.startswith(under)):
+                    pending[key] = state
+                else:
+                    gone.append(key)
+        assert self._reader is not None
+        paths = [self._reader.prefix + native(key) for key in sorted(gone)]
+        return [Document.tombstone(display(path), document_id(path)) for path in paths]
 
-    def _selected(self, rel: str) -> bool:
-        def match(patterns: list[str]) -> bool:
-            return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p.removeprefix("**/")) for p in patterns)
+    def _shown(self, rel: bytes) -> str:
+        assert self._reader is not None
+        return display(self._reader.prefix + rel)
 
-        return match(self.config.include) and not match(self.config.exclude)
 
-    def _read(
-        self, rel: str, before: FileState | None
-    ) -> tuple[Document | None, FileState | None, ItemFailure | None]:
-        path = self.config.root.resolve() / rel
-        source = str(path)
-        try:
-            st = path.stat()
-            if st.st_size > self.config.max_file_size:
-                return None, None, ItemFailure(source=source, reason=f"larger than max_file_size ({st.st_size} B)")
-            unchanged = before and before.mtime_ns == st.st_mtime_ns and before.size == st.st_size
-            if unchanged and not self.config.compare_hash:
-                return None, before, None
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None, None, None  # vanished between listing and reading: a tombstone follows at the end
-        except OSError as exc:
-            return None, None, ItemFailure(source=source, reason=f"cannot read: {exc.strerror}")
-        digest = content_hash(data)
-        state = FileState(mtime_ns=st.st_mtime_ns, size=st.st_size, hash=digest)
-        if before and before.hash == digest:
-            return None, state, None
-        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        text: str | None = None
-        if mime.startswith(TEXT_TYPES) and len(data) <= self.config.max_text_size:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                text = None
-        doc = Document(
-            id=stable_id(source),
-            source=source,
-            mime_type=mime,
-            title=path.name,
-            text=text,
-            content_ref=None if text is not None else source,
-            content_hash=digest,
-            size=len(data),
-            metadata={"path": rel, "mtime": st.st_mtime},
-        )
-        return doc, state, None
+def _proc_fd_mounted() -> bool:
+    return os.path.isdir("/proc/self/fd")
 
+
+def _options(config: FilesystemConfig) -> ReadOptions:
+    return ReadOptions(
+        follow_symlinks=config.follow_symlinks,
+        max_file_size=config.max_file_size,
+        max_text_size=config.max_text_size,
+        compare_hash=config.compare_hash,
+        max_files_per_second=config.max_files_per_second,
+    )

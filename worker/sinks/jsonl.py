@@ -3,7 +3,8 @@
 ``<data_dir>/<org_id>/<connector>/<connector_id>/documents.jsonl``, one document (or tombstone)
 per line. Idempotent by document id: a document whose content hash (and deletion flag) matches
 the last line written for its id is not written again, so a replayed step after a crash adds
-nothing. The index is rebuilt from the file on first use; a torn last line is cut off.
+nothing. The index is rebuilt from the file on first use, reading it line by line (a re-crawl's
+file can be large); a torn last line is cut off first.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from worker.documents import Document
 from worker.sinks.base import InstanceRef, Sink
 
+_TAIL = 64 * 1024
 _SAFE = str.maketrans(dict.fromkeys('/\\:*?"<>|\x00', "_"))
 
 
@@ -58,18 +61,25 @@ class JsonlSink(Sink):
         index = self._index.get(path)
         if index is None or _size(path) != self._sizes.get(path):  # first use, or another process wrote
             index = self._index[path] = _load_index(path)
-        lines = []
+        out = bytearray()
+        lines = 0
         written: dict[str, int] = {}
+        head = b'{"run_id":' + json.dumps(run_id).encode() + b","
         for doc in documents:
-            key = _mark(doc.content_hash, doc.deleted)
-            if written.get(doc.id, index.get(doc.id)) == key:
+            key = hash((doc.content_hash, doc.deleted))  # _mark, inline: this loop runs once per document
+            doc_id = doc.id
+            if key == (written[doc_id] if doc_id in written else index.get(doc_id)):
                 continue
-            written[doc.id] = key
-            lines.append(json.dumps({"run_id": run_id, **doc.model_dump(mode="json")}, separators=(",", ":")))
-        if lines:
+            written[doc_id] = key
+            # {"run_id":..., then the document's own JSON after its "{" (model_dump_json's serializer, as bytes)
+            out += head
+            out += memoryview(doc.__pydantic_serializer__.to_json(doc))[1:]
+            out += b"\n"
+            lines += 1
+        if out:
             try:
-                with path.open("a", encoding="utf-8") as fh:
-                    fh.write("\n".join(lines) + "\n")
+                with path.open("ab") as fh:
+                    fh.write(out)
                     fh.flush()
                     os.fsync(fh.fileno())
             except BaseException:
@@ -80,7 +90,7 @@ class JsonlSink(Sink):
                 raise
         index.update(written)  # only what is on disk: a failed write leaves no claim behind
         self._sizes[path] = _size(path)
-        return len(lines)
+        return lines
 
 
 def _size(path: Path) -> int:
@@ -100,19 +110,39 @@ def _mark(content_hash: str | None, deleted: bool) -> int:
 
 
 def _load_index(path: Path) -> dict[str, int]:
+    """The index of the file at ``path``, read line by line (memory: one line, not the file).
+
+    A torn last line (a crash mid-write) is cut off first, so the next write starts on a line of its own.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     index: dict[str, int] = {}
-    if not path.exists():
+    try:
+        fh = path.open("rb+")
+    except FileNotFoundError:
         return index
-    with path.open("rb+") as fh:
-        data = fh.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):  # a torn last line from a crash mid-write
+    with fh:
+        end = _last_line_end(fh)
+        if end != fh.seek(0, os.SEEK_END):
             fh.truncate(end)
-    for line in data[:end].splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        index[record["id"]] = _mark(record.get("content_hash"), bool(record.get("deleted")))
+        fh.seek(0)
+        for line in fh:
+            try:
+                record = json.loads(line)
+                doc_id = record["id"]
+            except (ValueError, TypeError, KeyError):  # not one of ours: it indexes nothing
+                continue
+            index[doc_id] = _mark(record.get("content_hash"), bool(record.get("deleted")))
     return index
+
+
+def _last_line_end(fh: BinaryIO) -> int:
+    """The offset just past the file's last newline (0 if it has none), found by reading backwards."""
+    pos = fh.seek(0, os.SEEK_END)
+    while pos > 0:
+        step = min(_TAIL, pos)
+        pos -= step
+        fh.seek(pos)
+        found = fh.read(step).rfind(b"\n")
+        if found >= 0:
+            return pos + found + 1
+    return 0
