@@ -140,7 +140,7 @@ async def test_kill_9_mid_crawl_resumes_from_checkpoint_on_another_worker(
 async def test_kill_9_mid_web_crawl_resumes_from_its_frontier_and_loses_nothing(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    """kill -9 mid 400-page web crawl: another worker resumes from the stored frontier; nothing lost, ≤ 1 step refetched."""
+    """kill -9 mid 400-page web crawl: another worker resumes from its stored frontier; nothing lost, ≤ 1 step again."""
     pages = 400
     with serve(Site()) as site:
         site.routes.update({
