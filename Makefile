@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := tests/interop/node_modules/.installed-stamp
 
-.PHONY: install node run test lint bench clean
+.PHONY: all install node run test lint format bench clean
+
+## `make` alone: lint, then test.
+all: lint test
 
 install: $(STAMP)
 
@@ -29,9 +32,16 @@ run: install
 test: install node
 	$(BIN)/python -m pytest
 
+## ruff (lint and format check) and mypy strict, on worker/ and tests/ (and bench/ for ruff).
 lint: install
 	$(BIN)/ruff check worker tests $(wildcard bench)
+	$(BIN)/ruff format --check worker tests $(wildcard bench)
 	$(BIN)/mypy
+
+## Rewrite the code in ruff's format (what `make lint` checks).
+format: install
+	$(BIN)/ruff format worker tests $(wildcard bench)
+	$(BIN)/ruff check --fix worker tests $(wildcard bench)
 
 ## Benchmarks (docs/benchmarks.md). The crawl benchmark serves its sites with nginx (Debian's package).
 bench: install node

@@ -39,8 +39,9 @@ FILES = 100_000
 
 
 def _run(argv: list[str], timeout: float = 900) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", *argv], capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed: {out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -58,8 +59,15 @@ async def _worker_crawl(redis_url: str, out: Path, connector: str, config: dict[
     out.mkdir(parents=True, exist_ok=True)
     catalog = out / "catalog.toml"
     catalog.write_text(f'[instances.c]\nconnector = "{connector}"\nconfig = {_toml(config)}\n')
-    env = worker_env(redis_url, queue_name, catalog_file=catalog, data_dir=out / "data", log_level="warning",
-                     metrics_enabled=False, concurrency=1)
+    env = worker_env(
+        redis_url,
+        queue_name,
+        catalog_file=catalog,
+        data_dir=out / "data",
+        log_level="warning",
+        metrics_enabled=False,
+        concurrency=1,
+    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     proc = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, cwd=REPO)
     queue = Queue(queue_name, {"connection": redis_url})
@@ -79,8 +87,12 @@ async def _worker_crawl(redis_url: str, out: Path, connector: str, config: dict[
             raise RuntimeError(f"crawl failed: {fields['failedReason']}")
         result = json.loads(fields["returnvalue"])
         seconds = (int(fields["finishedOn"]) - int(fields["processedOn"])) / 1000
-        return {"items": result["documents"], "seconds": seconds, "peak_rss_mb": peak_rss_mb(proc.pid),
-                "redis_bytes": into_redis}
+        return {
+            "items": result["documents"],
+            "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(proc.pid),
+            "redis_bytes": into_redis,
+        }
     finally:
         await queue.close()
         proc.terminate()
@@ -94,8 +106,12 @@ def _row(crawler: str, pages: int, result: dict[str, Any], probe: float | None, 
     rate = count / result["seconds"] if result["seconds"] else 0.0
     per = result.get("redis_bytes")
     return {
-        "crawler": crawler, "site": pages, unit: count, "seconds": round(result["seconds"], 2),
-        f"{unit}_per_s": round(rate), "vs_probe": round(rate / probe, 2) if probe else "",
+        "crawler": crawler,
+        "site": pages,
+        unit: count,
+        "seconds": round(result["seconds"], 2),
+        f"{unit}_per_s": round(rate),
+        "vs_probe": round(rate / probe, 2) if probe else "",
         "peak_rss_mb": round(result["peak_rss_mb"], 1),
         f"redis_bytes_per_{unit[:-1]}": round(per / count) if per is not None and count else "",
     }
@@ -112,16 +128,28 @@ def _web(redis_url: str, out: Path) -> tuple[list[dict[str, Any]], list[dict[str
             rate = probe["pages"] / probe["seconds"]
             rows.append(_row("bare aiohttp + selectolax probe", pages, probe, rate))
             if pages == SIZES[0]:
-                rows.append(_row("bare probe with httpx instead", pages,
-                                 _run(["bench.web_probe", start, str(CONCURRENCY), "httpx"]), rate))
+                rows.append(
+                    _row(
+                        "bare probe with httpx instead",
+                        pages,
+                        _run(["bench.web_probe", start, str(CONCURRENCY), "httpx"]),
+                        rate,
+                    )
+                )
                 try:
                     import scrapy  # noqa: F401 - optional, only to know whether to run it
                 except ImportError:
                     pass
                 else:
                     rows.append(_row("Scrapy", pages, _run(["bench.web_crawl_scrapy", start, str(CONCURRENCY)]), rate))
-            rows.append(_row("crawl-worker web connector alone", pages,
-                             _run(["bench.web_crawl_ours", str(CONCURRENCY), str(out / "data"), start]), rate))
+            rows.append(
+                _row(
+                    "crawl-worker web connector alone",
+                    pages,
+                    _run(["bench.web_crawl_ours", str(CONCURRENCY), str(out / "data"), start]),
+                    rate,
+                )
+            )
             from bench.web_crawl_ours import config
 
             cfg = config([start], CONCURRENCY).model_dump(mode="json", exclude_defaults=True)
@@ -134,8 +162,14 @@ def _web(redis_url: str, out: Path) -> tuple[list[dict[str, Any]], list[dict[str
             starts = [f"http://{h}:{port}/p/0" for h in HOSTS[:count]]
             for per_host in limits:
                 result = _run(["bench.web_crawl_ours", str(per_host), str(out / "data"), *starts])
-                hosts.append({"hosts": count, "per_host_concurrency": per_host, "pages": result["pages"],
-                              "pages_per_s": round(result["pages"] / result["seconds"])})
+                hosts.append(
+                    {
+                        "hosts": count,
+                        "per_host_concurrency": per_host,
+                        "pages": result["pages"],
+                        "pages_per_s": round(result["pages"] / result["seconds"]),
+                    }
+                )
     return rows, hosts
 
 
@@ -152,8 +186,10 @@ def _filesystem(redis_url: str, out: Path) -> list[dict[str, Any]]:
     rate = probe["files"] / probe["seconds"]
     config = {"root": str(root), "batch_size": 500, "exclude": ["done"]}
     worker = asyncio.run(_worker_crawl(redis_url, out / "worker-fs", "filesystem", config))
-    return [_row("bare scandir + read + SHA-256 probe", FILES, probe, rate, "files"),
-            _row("crawl-worker worker end to end", FILES, worker, rate, "files")]
+    return [
+        _row("bare scandir + read + SHA-256 probe", FILES, probe, rate, "files"),
+        _row("crawl-worker worker end to end", FILES, worker, rate, "files"),
+    ]
 
 
 def _goals(web: list[dict[str, Any]], fs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,15 +201,27 @@ def _goals(web: list[dict[str, Any]], fs: list[dict[str, Any]]) -> list[dict[str
     goals = [
         ("worker end to end >= 0.5x the probe at 5,000 pages", small["vs_probe"], small["vs_probe"] >= 0.5),
         ("worker end to end >= 0.5x the probe at 100,000 pages", large["vs_probe"], large["vs_probe"] >= 0.5),
-        ("worker end to end >= 5x Scrapy", round(small["pages_per_s"] / scrapy["pages_per_s"], 1) if scrapy else "",
-         bool(scrapy) and small["pages_per_s"] >= 5 * scrapy["pages_per_s"]),
-        ("pages/s at 100,000 >= 0.85x pages/s at 5,000", round(large["pages_per_s"] / small["pages_per_s"], 2),
-         large["pages_per_s"] >= 0.85 * small["pages_per_s"]),
-        ("Redis bytes per page flat (5,000 -> 100,000) and < 2 KB",
-         f"{small['redis_bytes_per_page']} -> {large['redis_bytes_per_page']}",
-         large["redis_bytes_per_page"] < 2048 and large["redis_bytes_per_page"] <= 1.2 * small["redis_bytes_per_page"]),
-        ("peak RSS at 100,000 <= 1.5x at 5,000 and < 150 MB", f"{small['peak_rss_mb']} -> {large['peak_rss_mb']}",
-         large["peak_rss_mb"] <= 1.5 * small["peak_rss_mb"] and large["peak_rss_mb"] < 150),
+        (
+            "worker end to end >= 5x Scrapy",
+            round(small["pages_per_s"] / scrapy["pages_per_s"], 1) if scrapy else "",
+            bool(scrapy) and small["pages_per_s"] >= 5 * scrapy["pages_per_s"],
+        ),
+        (
+            "pages/s at 100,000 >= 0.85x pages/s at 5,000",
+            round(large["pages_per_s"] / small["pages_per_s"], 2),
+            large["pages_per_s"] >= 0.85 * small["pages_per_s"],
+        ),
+        (
+            "Redis bytes per page flat (5,000 -> 100,000) and < 2 KB",
+            f"{small['redis_bytes_per_page']} -> {large['redis_bytes_per_page']}",
+            large["redis_bytes_per_page"] < 2048
+            and large["redis_bytes_per_page"] <= 1.2 * small["redis_bytes_per_page"],
+        ),
+        (
+            "peak RSS at 100,000 <= 1.5x at 5,000 and < 150 MB",
+            f"{small['peak_rss_mb']} -> {large['peak_rss_mb']}",
+            large["peak_rss_mb"] <= 1.5 * small["peak_rss_mb"] and large["peak_rss_mb"] < 150,
+        ),
         ("filesystem worker end to end >= 0.5x the probe", fs[1]["vs_probe"], fs[1]["vs_probe"] >= 0.5),
     ]
     return [{"goal": g, "measured": m, "met": ok} for g, m, ok in goals]

@@ -52,8 +52,13 @@ class _Target:
         self.queue, self.waiting, self.cache = queue, waiting, cache
         self.client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         self.registry = CollectorRegistry()
-        Metrics(self.registry, queue=queue, connectors=["mock"], duration_buckets=DEFAULT_DURATION_BUCKETS,
-                wait_buckets=DEFAULT_WAIT_BUCKETS).set_slots(5)
+        Metrics(
+            self.registry,
+            queue=queue,
+            connectors=["mock"],
+            duration_buckets=DEFAULT_DURATION_BUCKETS,
+            wait_buckets=DEFAULT_WAIT_BUCKETS,
+        ).set_slots(5)
         self.stats = QueueStatsCollector(self.client, prefix="bull", queues=[queue], cache_s=cache_s)
         self.registry.register(self.stats)
         self.server = OpsServer(

@@ -91,16 +91,28 @@ def _round(redis_url: str, out_dir: Path, processes: int, catalog: Path) -> dict
     client = redis.Redis.from_url(redis_url)
     asyncio.run(_fill(redis_url, queue_name))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRAWL_WORKER_")}
-    env.update({
-        "PYTHONPATH": str(REPO), "CRAWL_WORKER_REDIS_URL": redis_url, "CRAWL_WORKER_QUEUE_NAME": queue_name,
-        "CRAWL_WORKER_CATALOG_FILE": str(catalog), "CRAWL_WORKER_DATA_DIR": str(out_dir / "data"),
-        "CRAWL_WORKER_CONCURRENCY": str(CONCURRENCY), "CRAWL_WORKER_METRICS_ENABLED": "false",
-        "CRAWL_WORKER_LOG_LEVEL": "warning", "CRAWL_WORKER_LOG_FORMAT": "json",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "CRAWL_WORKER_REDIS_URL": redis_url,
+            "CRAWL_WORKER_QUEUE_NAME": queue_name,
+            "CRAWL_WORKER_CATALOG_FILE": str(catalog),
+            "CRAWL_WORKER_DATA_DIR": str(out_dir / "data"),
+            "CRAWL_WORKER_CONCURRENCY": str(CONCURRENCY),
+            "CRAWL_WORKER_METRICS_ENABLED": "false",
+            "CRAWL_WORKER_LOG_LEVEL": "warning",
+            "CRAWL_WORKER_LOG_FORMAT": "json",
+        }
+    )
     log = (out_dir / f"scale-{processes}.log").open("ab")
     procs = [
-        subprocess.Popen([sys.executable, "-m", "worker", "run"], env={**env, "CRAWL_WORKER_WORKER_NAME": f"b{i}"},
-                         stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            env={**env, "CRAWL_WORKER_WORKER_NAME": f"b{i}"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
         for i in range(processes)
     ]
     try:
@@ -112,14 +124,22 @@ def _round(redis_url: str, out_dir: Path, processes: int, catalog: Path) -> dict
             time.sleep(0.1)
         time.sleep(WARMUP_S)
         pids = [p.pid for p in procs]
-        t0, left0, cpu0, (rcpu0, cmds0) = time.monotonic(), _backlog(client, queue_name), _proc_cpu_s(pids), \
-            _redis_cpu(client)
+        t0, left0, cpu0, (rcpu0, cmds0) = (
+            time.monotonic(),
+            _backlog(client, queue_name),
+            _proc_cpu_s(pids),
+            _redis_cpu(client),
+        )
         while time.monotonic() - t0 < WINDOW_S:
             time.sleep(0.25)
             if _backlog(client, queue_name) == 0:
                 break
-        t1, left1, cpu1, (rcpu1, cmds1) = time.monotonic(), _backlog(client, queue_name), _proc_cpu_s(pids), \
-            _redis_cpu(client)
+        t1, left1, cpu1, (rcpu1, cmds1) = (
+            time.monotonic(),
+            _backlog(client, queue_name),
+            _proc_cpu_s(pids),
+            _redis_cpu(client),
+        )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

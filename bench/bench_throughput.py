@@ -273,25 +273,35 @@ def _goals(rows: list[dict[str, Any]], pickup: list[dict[str, Any]], idle: dict[
     goals: list[dict[str, Any]] = []
     for row in ours:
         c = row["concurrency"]
-        goals.append({
-            "goal": f">= 90 % of the fastest bare Python bullmq, concurrency {c}",
-            "measured": row["vs_best_bare_python"],
-            "met": row["vs_best_bare_python"] >= GOALS["vs_best_bare_python"],
-        })
+        goals.append(
+            {
+                "goal": f">= 90 % of the fastest bare Python bullmq, concurrency {c}",
+                "measured": row["vs_best_bare_python"],
+                "met": row["vs_best_bare_python"] >= GOALS["vs_best_bare_python"],
+            }
+        )
     for row in ours:
         if row["concurrency"] in (10, 50):
-            goals.append({
-                "goal": f">= 70 % of Node BullMQ with <= half its memory, concurrency {row['concurrency']}",
-                "measured": f"{row['vs_node']}, {row['peak_rss_mb']} MB vs {node_rss} MB",
-                "met": row["vs_node"] >= GOALS["vs_node"] and row["peak_rss_mb"] <= node_rss / 2,
-            })
+            goals.append(
+                {
+                    "goal": f">= 70 % of Node BullMQ with <= half its memory, concurrency {row['concurrency']}",
+                    "measured": f"{row['vs_node']}, {row['peak_rss_mb']} MB vs {node_rss} MB",
+                    "met": row["vs_node"] >= GOALS["vs_node"] and row["peak_rss_mb"] <= node_rss / 2,
+                }
+            )
     ours_pickup = next(p for p in pickup if p["worker"] == "crawl-worker")
     peak = max(r["peak_rss_mb"] for r in ours)
     goals += [
-        {"goal": "pickup p50 < 5 ms", "measured": ours_pickup["p50_ms"],
-         "met": ours_pickup["p50_ms"] is not None and ours_pickup["p50_ms"] < GOALS["pickup_p50_ms"]},
-        {"goal": "idle CPU < 1 % of a core", "measured": idle["cpu_pct_of_core"],
-         "met": idle["cpu_pct_of_core"] < GOALS["idle_cpu_pct"]},
+        {
+            "goal": "pickup p50 < 5 ms",
+            "measured": ours_pickup["p50_ms"],
+            "met": ours_pickup["p50_ms"] is not None and ours_pickup["p50_ms"] < GOALS["pickup_p50_ms"],
+        },
+        {
+            "goal": "idle CPU < 1 % of a core",
+            "measured": idle["cpu_pct_of_core"],
+            "met": idle["cpu_pct_of_core"] < GOALS["idle_cpu_pct"],
+        },
         {"goal": "peak RSS < 100 MB", "measured": peak, "met": peak < GOALS["peak_rss_mb"]},
     ]
     return goals
@@ -309,16 +319,18 @@ def _ablations(url: str, *, catalog: Path, out_dir: Path, jobs: list[dict[str, A
         base_rate = (before["jobs_per_s"] + after["jobs_per_s"]) / 2
         base_cpu = (before["cpu_us_per_job"] + after["cpu_us_per_job"]) / 2
         for kind, row in without.items():
-            rows.append({
-                "taken_away": kind.removeprefix("crawl-worker without "),
-                "concurrency": concurrency,
-                "full_stack_jobs_per_s": round(base_rate, 1),
-                "without_jobs_per_s": row["jobs_per_s"],
-                "full_stack_cpu_us_per_job": round(base_cpu),
-                "without_cpu_us_per_job": row["cpu_us_per_job"],
-                "throughput_bought": f"{base_rate / row['jobs_per_s']:.2f}x",
-                "cpu_saved_us_per_job": round(row["cpu_us_per_job"] - base_cpu),
-            })
+            rows.append(
+                {
+                    "taken_away": kind.removeprefix("crawl-worker without "),
+                    "concurrency": concurrency,
+                    "full_stack_jobs_per_s": round(base_rate, 1),
+                    "without_jobs_per_s": row["jobs_per_s"],
+                    "full_stack_cpu_us_per_job": round(base_cpu),
+                    "without_cpu_us_per_job": row["cpu_us_per_job"],
+                    "throughput_bought": f"{base_rate / row['jobs_per_s']:.2f}x",
+                    "cpu_saved_us_per_job": round(row["cpu_us_per_job"] - base_cpu),
+                }
+            )
     return rows
 
 

@@ -16,8 +16,21 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-WORDS = ["crawl", "worker", "queue", "redis", "page", "link", "text", "index", "search", "document", "fetch",
-         "robots", "sitemap"]
+WORDS = [
+    "crawl",
+    "worker",
+    "queue",
+    "redis",
+    "page",
+    "link",
+    "text",
+    "index",
+    "search",
+    "document",
+    "fetch",
+    "robots",
+    "sitemap",
+]
 
 
 def _links(i: int, pages: int) -> list[int]:

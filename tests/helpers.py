@@ -95,7 +95,11 @@ async def wait_state(queue: Queue, job_id: str, states: Sequence[str], timeout: 
 
 @contextlib.asynccontextmanager
 async def running_app(
-    settings: Settings, catalog: Catalog, *, sink: Sink | None = None, registry: CollectorRegistry | None = None,
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    sink: Sink | None = None,
+    registry: CollectorRegistry | None = None,
     wait_started: bool = True,
 ) -> AsyncIterator[App]:
     """Run the real worker App in this event loop; stop it gracefully on exit.
@@ -125,7 +129,6 @@ async def running_app(
 
 class RecordingSink(Sink):
     """A sink that records every batch with the time it arrived (for ordering assertions)."""
-
 
     def __init__(self) -> None:
         self.batches: list[tuple[float, InstanceRef, list[Document]]] = []

@@ -70,15 +70,23 @@ def start_cluster(workdir: Path, processes: Processes, nodes: int = 3) -> list[i
     """A ``nodes``-master local Redis Cluster (no replicas), its servers started in ``processes``; the node ports."""
     ports = [cluster_port() for _ in range(nodes)]
     for port in ports:
-        processes.adopt(spawn(workdir / str(port), ["--port", str(port), "--cluster-enabled", "yes",
-                                                 "--cluster-config-file", "nodes.conf"], port))
+        processes.adopt(
+            spawn(
+                workdir / str(port),
+                ["--port", str(port), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+                port,
+            )
+        )
     subprocess.run(
         [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     for _ in range(100):
-        info = subprocess.run([REDIS_CLI, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True,
-                              check=True).stdout
+        info = subprocess.run(
+            [REDIS_CLI, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True, check=True
+        ).stdout
         if "cluster_state:ok" in info:
             return ports
         time.sleep(0.1)

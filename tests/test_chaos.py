@@ -37,9 +37,15 @@ async def test_chaos_every_job_completes_none_lost(
     }
     catalog = write_catalog(tmp_path / "catalog.toml", instances)
     common = {
-        "redis_url": settings.redis_url, "queue_name": settings.queue_name, "catalog_file": catalog,
-        "data_dir": tmp_path / "data", "concurrency": 4, "lock_duration_ms": 5000, "stalled_interval_ms": 1000,
-        "max_stalled_count": 50, "log_level": "warning",
+        "redis_url": settings.redis_url,
+        "queue_name": settings.queue_name,
+        "catalog_file": catalog,
+        "data_dir": tmp_path / "data",
+        "concurrency": 4,
+        "lock_duration_ms": 5000,
+        "stalled_interval_ms": 1000,
+        "max_stalled_count": 50,
+        "log_level": "warning",
     }
     procs: dict[int, Any] = {}
     started = 0

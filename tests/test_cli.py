@@ -27,8 +27,9 @@ def test_check_passes_with_valid_catalog_and_redis(make_settings: Callable[..., 
 
 def test_check_fails_on_bad_entry_and_unreachable_redis(tmp_path: Path) -> None:
     """`check` exits 1 and says which entry and which dependency failed."""
-    catalog = write_catalog(tmp_path / "c.toml", {"m": {"connector": "mock", "config": {"items": "lots"}},
-                                                  "x": {"connector": "nope"}})
+    catalog = write_catalog(
+        tmp_path / "c.toml", {"m": {"connector": "mock", "config": {"items": "lots"}}, "x": {"connector": "nope"}}
+    )
     result = run_cli("check", redis_url="redis://127.0.0.1:1/0", catalog_file=catalog, redis_connect_timeout_s=0.5)
     assert result.returncode == 1
     assert "FAIL catalog m:" in result.stdout
@@ -49,8 +50,15 @@ async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., S
     """`enqueue` adds a job with the producer's name, data and options."""
     settings = make_settings()
     result = run_cli(
-        "enqueue", "--connector", "Local FS", "--connector-id", "abc-123", "--org-id", "o1",
-        redis_url=settings.redis_url, queue_name=settings.queue_name,
+        "enqueue",
+        "--connector",
+        "Local FS",
+        "--connector-id",
+        "abc-123",
+        "--org-id",
+        "o1",
+        redis_url=settings.redis_url,
+        queue_name=settings.queue_name,
     )
     assert result.returncode == 0, result.stderr
     job_id = json.loads(result.stdout)["id"]
@@ -67,8 +75,15 @@ async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., S
 
 def test_exit_codes_say_what_failed_redis_or_a_file(tmp_path: Path) -> None:
     """An unreachable Redis is exit 3 naming Redis (password hidden); a file problem is exit 1 naming the file."""
-    down = run_cli("enqueue", "--connector", "mock", "--connector-id", "m",
-                   redis_url="redis://:s3cret@127.0.0.1:1/0", redis_connect_timeout_s=0.5)
+    down = run_cli(
+        "enqueue",
+        "--connector",
+        "mock",
+        "--connector-id",
+        "m",
+        redis_url="redis://:s3cret@127.0.0.1:1/0",
+        redis_connect_timeout_s=0.5,
+    )
     assert down.returncode == 3, down.stderr
     assert "Redis unreachable at redis://:***@127.0.0.1:1/0" in down.stderr
     assert "s3cret" not in down.stderr

@@ -42,7 +42,9 @@ async def test_last_progress_and_log_land_before_completed(
 
 
 async def test_completion_survives_a_redis_that_lost_its_scripts(
-    make_settings: Callable[..., Settings], private_redis: RedisServer, make_redis: Callable[..., aioredis.Redis],
+    make_settings: Callable[..., Settings],
+    private_redis: RedisServer,
+    make_redis: Callable[..., aioredis.Redis],
     make_queue: Callable[..., Queue],
 ) -> None:
     """After SCRIPT FLUSH (as after a restart or failover) the next job still completes with progress and log."""

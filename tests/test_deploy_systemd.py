@@ -46,16 +46,22 @@ def _service_section() -> dict[str, list[str]]:
 
 def test_unit_verifies_clean(tmp_path: Path) -> None:
     """`systemd-analyze verify` reports nothing for an instance of the template."""
-    result = subprocess.run([_analyze(), "verify", str(_instance(tmp_path))], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [_analyze(), "verify", str(_instance(tmp_path))], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
 
 
 def test_security_exposure_score(tmp_path: Path) -> None:
     """`systemd-analyze security --offline` rates the sandbox at most MAX_EXPOSURE (of 10)."""
-    result = subprocess.run([_analyze(), "security", "--offline=true", "--no-pager", str(_instance(tmp_path))],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [_analyze(), "security", "--offline=true", "--no-pager", str(_instance(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout

@@ -59,12 +59,18 @@ def _dispatcher(
     settings: Settings, client: aioredis.Redis, catalog: Catalog, registry: CollectorRegistry
 ) -> Dispatcher:
     connectors = build_registry()
-    metrics = Metrics(registry, queue=settings.queue_name, connectors=connectors.names(),
-                      duration_buckets=settings.duration_buckets, wait_buckets=settings.wait_buckets)
+    metrics = Metrics(
+        registry,
+        queue=settings.queue_name,
+        connectors=connectors.names(),
+        duration_buckets=settings.duration_buckets,
+        wait_buckets=settings.wait_buckets,
+    )
     store = RunStore(client, prefix=settings.prefix, queue=settings.queue_name, lease_ms=5000, retention_s=60)
     runner = Runner(store, RecordingSink(), metrics, max_no_progress_attempts=3, busy_delay_s=1)
-    return Dispatcher(settings, registry=connectors, catalog=catalog, runner=runner, metrics=metrics,
-                      lookup_env=lambda _: None)
+    return Dispatcher(
+        settings, registry=connectors, catalog=catalog, runner=runner, metrics=metrics, lookup_env=lambda _: None
+    )
 
 
 def _job(connector: str, connector_id: str, job_id: str = "1", data: Any = None) -> ActiveJob:
@@ -73,8 +79,16 @@ def _job(connector: str, connector_id: str, job_id: str = "1", data: Any = None)
     async def progress(_: float | dict[str, Any]) -> None:
         return None
 
-    return ActiveJob(id=job_id, name=name, data=payload if data is None else data, attempts_made=0,
-                     max_attempts=3, timestamp_ms=0, delay_ms=0, update_progress=progress)
+    return ActiveJob(
+        id=job_id,
+        name=name,
+        data=payload if data is None else data,
+        attempts_made=0,
+        max_attempts=3,
+        timestamp_ms=0,
+        delay_ms=0,
+        update_progress=progress,
+    )
 
 
 async def test_a_job_is_counted_completed_only_once_its_completion_is_committed(
@@ -103,12 +117,16 @@ REFUSALS: list[tuple[ActiveJob, type[Exception], str]] = [
 
 @pytest.mark.parametrize(("job", "error", "words"), REFUSALS)
 async def test_routing_refusals_are_permanent_and_say_why(
-    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, job: ActiveJob, error: type[Exception],
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    job: ActiveJob,
+    error: type[Exception],
     words: str,
 ) -> None:
     """Unknown connectors, mismatched instances and bad data raise permanent errors that name the problem."""
-    dispatcher = _dispatcher(make_settings(), redis_client, Catalog.from_entries({"m": InstanceEntry(**MOCK)}),
-                             CollectorRegistry())
+    dispatcher = _dispatcher(
+        make_settings(), redis_client, Catalog.from_entries({"m": InstanceEntry(**MOCK)}), CollectorRegistry()
+    )
     with pytest.raises(error) as raised:
         await dispatcher.process(job)
     assert words in str(raised.value)
@@ -123,5 +141,7 @@ async def test_a_connector_type_rule_serves_ids_without_an_instance(
     dispatcher = _dispatcher(make_settings(), redis_client, catalog, CollectorRegistry())
     done = await dispatcher.process(_job("Confluence", "any-id"))
     assert (done.result["connector"], done.result["connector_id"], done.result["documents"]) == (
-        "confluence", "any-id", 5
+        "confluence",
+        "any-id",
+        5,
     )

@@ -15,8 +15,9 @@ JOB_STACK = {"worker.dispatch", "worker.runner", "worker.runs", "worker.consumer
 
 def _closure(module: str) -> set[str]:
     code = f"import sys, {module}; print('\\n'.join(m for m in sys.modules if m.startswith('worker')))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=worker_env(), capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=worker_env(), capture_output=True, text=True, check=True
+    )
     return set(out.stdout.split())
 
 

@@ -65,8 +65,16 @@ def test_suppressed_errors_are_never_silent() -> None:
     """suppressed() swallows an Exception but logs it, with the fields given."""
     with capture_logs() as logs, suppressed("sink.close_failed", sink="jsonl"):
         raise OSError(5, "Input/output error")
-    assert logs == [{"event": "sink.close_failed", "log_level": "warning", "error": "[Errno 5] Input/output error",
-                     "error_type": "OSError", "sink": "jsonl", "logger_name": "worker"}]
+    assert logs == [
+        {
+            "event": "sink.close_failed",
+            "log_level": "warning",
+            "error": "[Errno 5] Input/output error",
+            "error_type": "OSError",
+            "sink": "jsonl",
+            "logger_name": "worker",
+        }
+    ]
 
 
 async def test_a_fenced_off_final_save_is_logged(

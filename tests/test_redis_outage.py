@@ -18,16 +18,23 @@ pytestmark = pytest.mark.slow
 
 
 async def test_worker_survives_a_redis_outage_and_resumes(
-    make_settings: Callable[..., Settings], tmp_path: Path, private_redis: RedisServer,
-    make_queue: Callable[..., Queue], processes: Processes,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    private_redis: RedisServer,
+    make_queue: Callable[..., Queue],
+    processes: Processes,
 ) -> None:
     """Redis down for 6 s: the worker process stays up (no crash loop) and processes a job added afterwards."""
     private_redis.start()
     settings = make_settings(redis_url=private_redis.url)
     catalog = write_catalog(tmp_path / "catalog.toml", {"c": {"connector": "mock", "config": {"items": 3}}})
     proc = processes.worker(
-        tmp_path / "worker.log", redis_url=private_redis.url, queue_name=settings.queue_name, catalog_file=catalog,
-        data_dir=tmp_path / "data", redis_retry_delay_ms=500,
+        tmp_path / "worker.log",
+        redis_url=private_redis.url,
+        queue_name=settings.queue_name,
+        catalog_file=catalog,
+        data_dir=tmp_path / "data",
+        redis_retry_delay_ms=500,
     )
     await asyncio.sleep(2)
     private_redis.stop()

@@ -107,8 +107,10 @@ async def _kill_9_and_resume(
         assert resumed, "the second worker started over instead of resuming"
         recovery_s = _ts(resumed[0]) - killed_at
         budget_s = (LOCK_MS + STALLED_MS) / 1000
-        print(f"\nkill -9 -> resume: {recovery_s:.2f}s (lock {LOCK_MS} ms + stalled interval {STALLED_MS} ms "
-              f"= {budget_s:.1f}s); {before_kill} documents written before the kill")
+        print(
+            f"\nkill -9 -> resume: {recovery_s:.2f}s (lock {LOCK_MS} ms + stalled interval {STALLED_MS} ms "
+            f"= {budget_s:.1f}s); {before_kill} documents written before the kill"
+        )
         assert recovery_s <= budget_s
         assert resumed[0]["processed"] >= kill_after - step, "resume did not start from the checkpoint"
         ids = [line["id"] for line in _jsonl(tmp_path / "data")]
@@ -143,13 +145,21 @@ async def test_kill_9_mid_web_crawl_resumes_from_its_frontier_and_loses_nothing(
     """kill -9 mid 400-page web crawl: another worker resumes from its stored frontier; nothing lost, ≤ 1 step again."""
     pages = 400
     with serve(Site()) as site:
-        site.routes.update({
-            f"/p/{i}": html(f"Page {i}", f"text {i}", tuple(f"/p/{j}" for j in (2 * i + 1, 2 * i + 2) if j < pages))
-            for i in range(pages)
-        })
+        site.routes.update(
+            {
+                f"/p/{i}": html(f"Page {i}", f"text {i}", tuple(f"/p/{j}" for j in (2 * i + 1, 2 * i + 2) if j < pages))
+                for i in range(pages)
+            }
+        )
         config = {
-            "start_urls": [f"{site.base}/p/0"], "max_depth": 20, "max_pages_per_pattern": 1000, "pages_per_step": 10,
-            "per_host_concurrency": 2, "min_delay_s": 0.03, "obey_robots": False, "allowed_networks": ["127.0.0.0/8"],
+            "start_urls": [f"{site.base}/p/0"],
+            "max_depth": 20,
+            "max_pages_per_pattern": 1000,
+            "pages_per_step": 10,
+            "per_host_concurrency": 2,
+            "min_delay_s": 0.03,
+            "obey_robots": False,
+            "allowed_networks": ["127.0.0.0/8"],
         }
         catalog = write_catalog(tmp_path / "catalog.toml", {"c": {"connector": "web", "config": config}})
         await _kill_9_and_resume(make_settings(), tmp_path, catalog, "web", kill_after=100, expected=pages, step=10)
@@ -221,9 +231,7 @@ async def test_poison_job_fails_after_max_stalls_without_holding_up_others(
             if not alive:  # a supervisor (systemd, Kubernetes) restarts the dead worker
                 # concurrency 1: a process that dies takes down only the job it was running (with more
                 # slots, every co-running job would stall too: that is what concurrency means).
-                procs.append(
-                    _worker(settings, tmp_path, f"w{restarts}", catalog, max_stalled_count=2, concurrency=1)
-                )
+                procs.append(_worker(settings, tmp_path, f"w{restarts}", catalog, max_stalled_count=2, concurrency=1))
                 restarts += 1
             if await queue.getJobState(poison) == "failed":
                 break

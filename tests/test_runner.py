@@ -48,8 +48,15 @@ class CountConnector(Connector[CountConfig, CountCheckpoint]):
             self.failures.pop()
             raise TransientError(f"scripted failure at item {i}")
         text = f"item {i}"
-        doc = Document(id=stable_id(f"count://{i}"), source=f"count://{i}", mime_type="text/plain", title=text,
-                       text=text, content_hash=content_hash(text.encode()), size=len(text))
+        doc = Document(
+            id=stable_id(f"count://{i}"),
+            source=f"count://{i}",
+            mime_type="text/plain",
+            title=text,
+            text=text,
+            content_hash=content_hash(text.encode()),
+            size=len(text),
+        )
         following = CountCheckpoint(next_item=i + 1, has_more=i + 1 < self.config.items)
         return StepResult(documents=[doc], checkpoint=following, processed=1, total=self.config.items)
 
@@ -62,8 +69,15 @@ async def _attempt(
     runner: Runner, client: aioredis.Redis, config: CountConfig, attempt: int, *, config_hash: str = "h1"
 ) -> Any:
     """One attempt of job 'j' on instance org:count:c; its final write sent as the adapter would."""
-    request = CrawlRequest(org_id="org", connector="count", connector_id="c", config_hash=config_hash,
-                           job_id="j", attempt=attempt, lease_token=lease_token("j", f"holder-{attempt}"))
+    request = CrawlRequest(
+        org_id="org",
+        connector="count",
+        connector_id="c",
+        config_hash=config_hash,
+        job_id="j",
+        attempt=attempt,
+        lease_token=lease_token("j", f"holder-{attempt}"),
+    )
     connector = CountConnector(config, ConnectorContext(connector_id="c", org_id="org", data_dir=Path("/nonexistent")))
     result = await runner.run(request, connector, ProgressReporter(_progress, interval_s=0), asyncio.Event())
     await AutoPipeline(client).execute([result.final_save])

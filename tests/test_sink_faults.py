@@ -23,18 +23,27 @@ async def test_a_full_disk_mid_crawl_loses_and_duplicates_nothing(
 ) -> None:
     """RLIMIT_FSIZE stops the JSONL file at 30 kB (EFBIG mid-write); lifted, the retry ends with 300 docs, once each."""
     settings = make_settings()
-    catalog = write_catalog(tmp_path / "catalog.toml", {
-        "big": {"connector": "mock", "config": {"items": ITEMS, "step_size": 50, "step_delay_s": 0.05}},
-    })
+    catalog = write_catalog(
+        tmp_path / "catalog.toml",
+        {
+            "big": {"connector": "mock", "config": {"items": ITEMS, "step_size": 50, "step_delay_s": 0.05}},
+        },
+    )
     queue = open_queue(settings)
     proc = start_worker(
-        tmp_path / "worker.log", redis_url=settings.redis_url, queue_name=settings.queue_name,
-        catalog_file=catalog, data_dir=tmp_path / "data", log_level="warning", worker_name="disk-full",
+        tmp_path / "worker.log",
+        redis_url=settings.redis_url,
+        queue_name=settings.queue_name,
+        catalog_file=catalog,
+        data_dir=tmp_path / "data",
+        log_level="warning",
+        worker_name="disk-full",
     )
     try:
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (30_000, resource.RLIM_INFINITY))
-        job_id = await add_crawl(queue, "mock", "big", attempts=6, backoff={"type": "fixed", "delay": 500},
-                                 removeOnComplete=False)
+        job_id = await add_crawl(
+            queue, "mock", "big", attempts=6, backoff={"type": "fixed", "delay": 500}, removeOnComplete=False
+        )
 
         async def failed_once() -> str | None:
             job = await queue.getJob(job_id)

@@ -85,8 +85,16 @@ async def test_ready_watchdog_and_stopping(
     """STATUS while connecting, READY=1 once consuming, WATCHDOG=1 at half the period, STOPPING=1 on SIGTERM."""
     settings = make_settings()
     catalog = write_catalog(tmp_path / "catalog.toml", {"m": {"connector": "mock", "config": {"items": 1}}})
-    proc = _start(processes, tmp_path, fake_systemd.path, 400_000, redis_url=settings.redis_url,
-                  queue_name=settings.queue_name, catalog_file=catalog, data_dir=tmp_path / "data")
+    proc = _start(
+        processes,
+        tmp_path,
+        fake_systemd.path,
+        400_000,
+        redis_url=settings.redis_url,
+        queue_name=settings.queue_name,
+        catalog_file=catalog,
+        data_dir=tmp_path / "data",
+    )
     ready = await asyncio.to_thread(fake_systemd.wait_for, "READY")
     assert ready["READY"] == "1"
     assert settings.queue_name in ready["STATUS"]
@@ -107,8 +115,16 @@ async def test_no_ready_while_redis_unreachable(
     """With Redis down the worker never claims READY and exits 3 (so Restart=on-failure retries it)."""
     settings = make_settings()
     catalog = write_catalog(tmp_path / "catalog.toml", {})
-    proc = _start(processes, tmp_path, fake_systemd.path, 0, redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                  redis_startup_timeout_s=1, queue_name=settings.queue_name, catalog_file=catalog)
+    proc = _start(
+        processes,
+        tmp_path,
+        fake_systemd.path,
+        0,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        redis_startup_timeout_s=1,
+        queue_name=settings.queue_name,
+        catalog_file=catalog,
+    )
     assert await asyncio.to_thread(proc.wait, 30) == 3
     fake_systemd.pump()
     assert "READY" not in fake_systemd.sent()

@@ -64,14 +64,30 @@ def tls_files(tmp_path: Path) -> dict[str, Path]:
 
 
 def _tls_args(files: dict[str, Path], port: int) -> list[str]:
-    return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(files["server"]),
-            "--tls-key-file", str(files["server-key"]), "--tls-ca-cert-file", str(files["ca"]),
-            "--tls-auth-clients", "yes", "--tls-replication", "yes"]
+    return [
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(files["server"]),
+        "--tls-key-file",
+        str(files["server-key"]),
+        "--tls-ca-cert-file",
+        str(files["ca"]),
+        "--tls-auth-clients",
+        "yes",
+        "--tls-replication",
+        "yes",
+    ]
 
 
 def _tls_settings(files: dict[str, Path]) -> dict[str, Path]:
-    return {"redis_tls_ca_file": files["ca"], "redis_tls_cert_file": files["client"],
-            "redis_tls_key_file": files["client-key"]}
+    return {
+        "redis_tls_ca_file": files["ca"],
+        "redis_tls_cert_file": files["client"],
+        "redis_tls_key_file": files["client-key"],
+    }
 
 
 def test_tls_certificates(
@@ -85,12 +101,12 @@ def test_tls_certificates(
     settings = make_settings(redis_url=url, **_tls_settings(files))
     asyncio.run(crawl_one(settings))
     catalog = write_catalog(tmp_path / "catalog.toml", {})
-    no_cert = run_cli("check", redis_url=url, redis_tls_ca_file=files["ca"], catalog_file=catalog,
-                      redis_connect_timeout_s=1)
+    no_cert = run_cli(
+        "check", redis_url=url, redis_tls_ca_file=files["ca"], catalog_file=catalog, redis_connect_timeout_s=1
+    )
     assert no_cert.returncode == 1
     assert "FAIL redis" in no_cert.stdout
-    plain = run_cli("check", redis_url=f"redis://127.0.0.1:{port}/0", catalog_file=catalog,
-                    redis_connect_timeout_s=1)
+    plain = run_cli("check", redis_url=f"redis://127.0.0.1:{port}/0", catalog_file=catalog, redis_connect_timeout_s=1)
     assert plain.returncode == 1, "a plain-text client must not get through"
 
 
@@ -111,20 +127,22 @@ def test_acl_user_password_and_file(
         outside.set("other:key", 1)
     outside.close()
     catalog = write_catalog(tmp_path / "catalog.toml", {})
-    wrong = run_cli("check", redis_url=url, redis_username="crawl", redis_password="wrong-Pw-123",
-                    catalog_file=catalog)
+    wrong = run_cli("check", redis_url=url, redis_username="crawl", redis_password="wrong-Pw-123", catalog_file=catalog)
     assert wrong.returncode == 1
     assert "wrong-Pw-123" not in wrong.stdout + wrong.stderr
 
 
 def _sentinel_conf(master_port: int, port: int) -> str:
-    return (f"port {port}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
-            "sentinel down-after-milliseconds mymaster 2000\nsentinel failover-timeout mymaster 10000\n")
+    return (
+        f"port {port}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+        "sentinel down-after-milliseconds mymaster 2000\nsentinel failover-timeout mymaster 10000\n"
+    )
 
 
 def _cli(port: int, *args: str) -> str:
-    return subprocess.run([REDIS_CLI, "-p", str(port), *args], capture_output=True, text=True, check=True,
-                          timeout=10).stdout.strip()
+    return subprocess.run(
+        [REDIS_CLI, "-p", str(port), *args], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
 
 
 @pytest.mark.slow
@@ -134,8 +152,9 @@ def test_sentinel_failover_loses_no_job(
     """The worker finds the master through Sentinel, and a failover while jobs run loses none of them."""
     master, replica, sentinel = free_port(), free_port(), free_port()
     processes.adopt(spawn(tmp_path / "master", ["--port", str(master)], master))
-    processes.adopt(spawn(tmp_path / "replica", ["--port", str(replica), "--replicaof", "127.0.0.1", str(master)],
-                          replica))
+    processes.adopt(
+        spawn(tmp_path / "replica", ["--port", str(replica), "--replicaof", "127.0.0.1", str(master)], replica)
+    )
     sentinel_dir = tmp_path / "sentinel"
     sentinel_dir.mkdir()
     conf = sentinel_dir / "sentinel.conf"
@@ -151,9 +170,14 @@ def test_sentinel_failover_loses_no_job(
         return str(replica) in listed and "master_link_status:up" in _cli(replica, "info", "replication")
 
     asyncio.run(wait_for(_sync(replica_known), timeout=20, what="sentinel to see the synced replica"))
-    settings = make_settings(redis_sentinels=[f"127.0.0.1:{sentinel}"], redis_sentinel_master="mymaster",
-                             redis_url=f"redis://127.0.0.1:{master}/0", concurrency=3,
-                             lock_duration_ms=5000, stalled_interval_ms=2000)
+    settings = make_settings(
+        redis_sentinels=[f"127.0.0.1:{sentinel}"],
+        redis_sentinel_master="mymaster",
+        redis_url=f"redis://127.0.0.1:{master}/0",
+        concurrency=3,
+        lock_duration_ms=5000,
+        stalled_interval_ms=2000,
+    )
     asyncio.run(_failover_during_crawls(settings, sentinel, replica))
 
 
@@ -214,11 +238,16 @@ def test_sentinel_over_tls(
     sentinel_dir = tmp_path / "sentinel"
     sentinel_dir.mkdir()
     conf = sentinel_dir / "sentinel.conf"
-    tls_conf = "\n".join(f"{a[2:]} {b}" for a, b in itertools.pairwise(_tls_args(tls_files, sentinel)[2:])
-                         if a.startswith("--"))
+    tls_conf = "\n".join(
+        f"{a[2:]} {b}" for a, b in itertools.pairwise(_tls_args(tls_files, sentinel)[2:]) if a.startswith("--")
+    )
     conf.write_text(f"port 0\n{tls_conf}\nsentinel monitor mymaster 127.0.0.1 {master} 1\n")
     processes.start([REDIS_SERVER, str(conf), "--sentinel"], cwd=sentinel_dir)
     wait_port(sentinel)
-    settings = make_settings(redis_url="rediss://mymaster/0", redis_sentinels=[f"127.0.0.1:{sentinel}"],
-                             redis_sentinel_master="mymaster", **_tls_settings(tls_files))
+    settings = make_settings(
+        redis_url="rediss://mymaster/0",
+        redis_sentinels=[f"127.0.0.1:{sentinel}"],
+        redis_sentinel_master="mymaster",
+        **_tls_settings(tls_files),
+    )
     asyncio.run(crawl_one(settings))

@@ -76,7 +76,7 @@ async def test_oversized_job_data_is_refused_before_it_is_parsed(
     name, data = crawl_job("mock", "good")
     job_id = str((await queue.add(name, data, {"removeOnFail": False})).id)
     # many small values (what made the parse cost seconds and 700 MB before): {"pad": [0, 0, ...]}
-    blob = b'{"connector":"mock","connectorId":"good","orgId":"o","pad":[' + b"0," * (size // 2) + b'0]}'
+    blob = b'{"connector":"mock","connectorId":"good","orgId":"o","pad":[' + b"0," * (size // 2) + b"0]}"
     await raw_redis.hset(f"bull:{settings.queue_name}:{job_id}", "data", blob)
     gaps: list[float] = []
 

@@ -122,10 +122,13 @@ async def test_two_workers_never_process_the_same_job_at_once(
     settings_a = make_settings(concurrency=3)
     settings_b = make_settings(concurrency=3)
     sink = RecordingSink()
-    instances = {f"c{i}": {"connector": "mock", "config": {"items": 4, "step_size": 1, "step_delay_s": 0.02}}
-                 for i in range(20)}
-    async with running_app(settings_a, catalog_of(**instances), sink=sink), \
-            running_app(settings_b, catalog_of(**instances), sink=sink):
+    instances = {
+        f"c{i}": {"connector": "mock", "config": {"items": 4, "step_size": 1, "step_delay_s": 0.02}} for i in range(20)
+    }
+    async with (
+        running_app(settings_a, catalog_of(**instances), sink=sink),
+        running_app(settings_b, catalog_of(**instances), sink=sink),
+    ):
         ids = [await add_crawl(queue, "mock", cid, removeOnComplete=False) for cid in instances]
         for job_id in ids:
             await wait_state(queue, job_id, ["completed", "failed"], timeout=30)
@@ -149,8 +152,18 @@ async def test_return_value_is_json_that_node_can_parse(
         await wait_state(queue, job_id, ["completed"])
     raw = await queue.client.hget(f"bull:{settings.queue_name}:{job_id}", "returnvalue")
     summary = json.loads(raw)
-    assert set(summary) >= {"status", "connector", "connector_id", "run_id", "documents", "bytes", "failures",
-                            "duration_ms", "resumed", "steps"}
+    assert set(summary) >= {
+        "status",
+        "connector",
+        "connector_id",
+        "run_id",
+        "documents",
+        "bytes",
+        "failures",
+        "duration_ms",
+        "resumed",
+        "steps",
+    }
     assert time.time() * 1000 - (await queue.getJob(job_id)).finishedOn < 60_000
 
 

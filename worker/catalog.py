@@ -179,8 +179,8 @@ class Catalog:
                 if (entry := self._types.get(rule)) is not None:
                     return Route(entry, rule)
             raise UnconfiguredInstance(
-                f"connectorId {connector_id!r} is not configured: the catalog has no [instances.\"{connector_id}\"] "
-                f"entry and no [connector_types] rule for {key!r} or \"*\""
+                f'connectorId {connector_id!r} is not configured: the catalog has no [instances."{connector_id}"] '
+                f'entry and no [connector_types] rule for {key!r} or "*"'
             ) from None
 
     def get(self, connector_id: str) -> InstanceEntry:
@@ -197,7 +197,7 @@ class Catalog:
             entry = self._entries.get(connector_id)
         if entry is None:  # the reason is read by whoever reads the queue: no path, no catalog size
             raise UnconfiguredInstance(
-                f"connectorId {connector_id!r} is not configured: add an [instances.\"{connector_id}\"] entry"
+                f'connectorId {connector_id!r} is not configured: add an [instances."{connector_id}"] entry'
             )
         return entry
 

@@ -253,9 +253,7 @@ def _tls_kwargs(settings: Settings) -> dict[str, Any]:
     return tls
 
 
-def make_client(
-    settings: Settings, *, max_connections: int | None = None, bounded_reads: bool = True
-) -> RedisClient:
+def make_client(settings: Settings, *, max_connections: int | None = None, bounded_reads: bool = True) -> RedisClient:
     """A new pooled client for ``settings``; the caller owns it and must ``aclose()`` it.
 
     ``bounded_reads=False`` sets no timeout on each reply read (redis-py arms and cancels a timer per
@@ -284,13 +282,9 @@ def make_client(
         )
         return _pack_with_hiredis(master)
     if settings.redis_cluster:
-        cluster: RedisCluster = RedisCluster.from_url(
-            settings.redis_url, max_connections=pool_size, **kwargs, **tls
-        )
+        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, max_connections=pool_size, **kwargs, **tls)
         return cluster
     if settings.redis_url.startswith("unix://"):
         kwargs.pop("socket_keepalive")  # TCP options: unix-socket connections reject them
         kwargs.pop("socket_keepalive_options")
-    return _pack_with_hiredis(
-        aioredis.Redis.from_url(settings.redis_url, max_connections=pool_size, **kwargs, **tls)
-    )
+    return _pack_with_hiredis(aioredis.Redis.from_url(settings.redis_url, max_connections=pool_size, **kwargs, **tls))

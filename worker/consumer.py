@@ -321,8 +321,11 @@ class _Worker(Worker):  # type: ignore[misc]
     async def _unreadable(self, job_data: dict[str, Any], job_id: str | None, reason: str) -> Job:
         """A job to fail at once with ``reason``, read from a sanitized copy of its hash. Counters that
         bullmq's scripts increment are reset first when they are not integers (the scripts would fail)."""
-        broken = {field: "0" for field in job_hash.COUNTERS if job_data.get(field) not in (None, "")
-                  and not str(job_data[field]).lstrip("-").isdigit()}
+        broken = {
+            field: "0"
+            for field in job_hash.COUNTERS
+            if job_data.get(field) not in (None, "") and not str(job_data[field]).lstrip("-").isdigit()
+        }
         if broken and job_id is not None:
             await self.client.hset(self.scripts.toKey(job_id), mapping=broken)
         job: Job = Job.fromJSON(self, {**job_hash.sanitized(job_data), **broken}, job_id)
@@ -424,7 +427,7 @@ def _portable_path(match: re.Match[str]) -> str:
         if marker in path:
             return f'File "{path.split(marker, 1)[1]}"'
     if path.startswith(_CODE_ROOT):
-        return f'File "{path[len(_CODE_ROOT):]}"'
+        return f'File "{path[len(_CODE_ROOT) :]}"'
     if path.startswith(sys.base_prefix):
         return f'File "{Path(path).name}"'
     return f'File "{Path(path).name}"'

@@ -126,8 +126,12 @@ class Dispatcher:
             bound.update(structlog.contextvars.bind_contextvars(connector=connector, connector_id=data.connector_id))
             self._started(job, connector)
             completion = await self._run(job, data)
-            context = {"job_id": job.id, "attempt": job.attempt, "connector": connector,
-                       "connector_id": data.connector_id}
+            context = {
+                "job_id": job.id,
+                "attempt": job.attempt,
+                "connector": connector,
+                "connector_id": data.connector_id,
+            }
             return dataclasses.replace(
                 completion, on_committed=functools.partial(self._committed, job, completion.result, context, started)
             )
@@ -223,8 +227,15 @@ class Dispatcher:
         if result.get("status") == "skipped":
             log.info("job.completed", skipped=True, reason=result.get("reason"), **context)
         else:
-            log.info("job.completed", name=job.name, run_id=result.get("run_id"), resumed=result.get("resumed"),
-                     documents=result.get("documents"), duration_ms=result.get("duration_ms"), **context)
+            log.info(
+                "job.completed",
+                name=job.name,
+                run_id=result.get("run_id"),
+                resumed=result.get("resumed"),
+                documents=result.get("documents"),
+                duration_ms=result.get("duration_ms"),
+                **context,
+            )
         self._finished(job, context["connector"], "completed", started)
 
     def _started(self, job: ActiveJob, connector: str) -> None:
@@ -237,9 +248,7 @@ class Dispatcher:
         if self.metrics:
             self.metrics.job_started(connector, wait_s)
 
-    def _finished(
-        self, job: ActiveJob, connector: str, outcome: str, started: float, error: str | None = None
-    ) -> None:
+    def _finished(self, job: ActiveJob, connector: str, outcome: str, started: float, error: str | None = None) -> None:
         if self.stats and outcome in {"completed", "failed"}:
             self.stats.record(connector, outcome, time.monotonic() - started)
         if self.metrics:

@@ -49,7 +49,12 @@ class JobFilter(BaseModel):
         return any(
             v is not None
             for v in (
-                self.connector, self.connector_id, self.org_id, self.created_after, self.created_before, self.text
+                self.connector,
+                self.connector_id,
+                self.org_id,
+                self.created_after,
+                self.created_before,
+                self.text,
             )
         )
 
@@ -336,7 +341,6 @@ async def export(client: RedisClient, keys: Keys, flt: JobFilter, fmt: str) -> A
         failure = {"error": {"status": 500, "message": f"export incomplete: {type(exc).__name__}"}}
         yield ("" if first else ",") + json.dumps(failure)
     yield "]\n"
-
 
 
 async def current_counts(client: RedisClient, keys: Keys) -> dict[str, int]:

@@ -125,9 +125,7 @@ class Metrics:
             [q, c],
             registry=registry,
         )
-        self.draining = Gauge(
-            "crawl_worker_draining", "1 while the worker drains for shutdown.", registry=registry
-        )
+        self.draining = Gauge("crawl_worker_draining", "1 while the worker drains for shutdown.", registry=registry)
         build = Gauge(
             "crawl_worker_build_info",
             "Version information (value is always 1).",

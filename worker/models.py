@@ -51,8 +51,15 @@ class ScheduleType(StrEnum):
 #: Fields that PipesHub nests in an inner ``scheduleConfig`` object (``interval``, ``once``, and the
 #: typed schemas of every type) and its validator sends flat; both forms are read.
 _NESTED_FIELDS = {
-    "intervalMinutes", "scheduledTime", "timezone", "hour", "minute", "daysOfWeek", "dayOfMonth",
-    "cronExpression", "interval",
+    "intervalMinutes",
+    "scheduledTime",
+    "timezone",
+    "hour",
+    "minute",
+    "daysOfWeek",
+    "dayOfMonth",
+    "cronExpression",
+    "interval",
 }
 
 

@@ -22,10 +22,6 @@ log = get_logger(__name__)
 CLEANABLE = ("completed", "failed", "delayed", "wait", "paused", "prioritized")
 
 
-
-
-
-
 class Operations:
     """Everything an operator can ask of a queue. Owns nothing: ``client`` is closed by the caller."""
 

@@ -33,8 +33,6 @@ from worker.models import epoch_ms
 UPDATE_JOB_SCHEDULER_LUA = Path(__file__).with_name("lua") / "update_job_scheduler_5_56.lua"
 
 
-
-
 @dataclass(frozen=True)
 class NextTick:
     """The next tick of a schedule: its time, its id, and its options (stored form)."""

@@ -195,9 +195,7 @@ class Runner:
                 committing = False
                 self._record_step(request.connector, step)
                 if checkpoint.has_more:  # the last step's progress is the final one, reported below
-                    await progress.report(
-                        record.counters.processed, record.total, **_extra(record, request, resumed)
-                    )
+                    await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
                     record.percentage = progress.percentage
                 if step.retry_after_s is not None and checkpoint.has_more:
                     raise RetryLater(f"{request.connector} source asked to come back later", step.retry_after_s)

@@ -412,8 +412,14 @@ class RunStore:
         expire = [k for k in self.kept_keys(lease.key, record) if k not in dropped]
         keys += [*expire, *delete]
         head: list[str | int] = [
-            lease.token, lease.epoch, dump_record(record), self._retention_s, int(release),
-            len(changes.ops) if changes else 0, len(expire), len(delete),
+            lease.token,
+            lease.epoch,
+            dump_record(record),
+            self._retention_s,
+            int(release),
+            len(changes.ops) if changes else 0,
+            len(expire),
+            len(delete),
         ]
         return keys, head + ops
 

@@ -190,10 +190,11 @@ def load(config_file: Path | None = None) -> Settings:
     Raises :class:`ConfigError` naming the offending setting.
     """
     unknown = sorted(
-        key for key in os.environ
+        key
+        for key in os.environ
         if key.upper().startswith(ENV_PREFIX)
         and key.upper() != CONFIG_ENV
-        and key.upper()[len(ENV_PREFIX):].lower() not in Settings.model_fields
+        and key.upper()[len(ENV_PREFIX) :].lower() not in Settings.model_fields
     )
     if unknown:
         raise ConfigError(f"unknown environment variable(s): {', '.join(unknown)}")

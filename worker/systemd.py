@@ -92,4 +92,3 @@ def attach(app: App, notifier: Notifier) -> None:
 
     app.on_started.append(started)
     app.on_draining.append(draining)
-

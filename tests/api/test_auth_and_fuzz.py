@@ -29,8 +29,9 @@ PUBLIC = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 def api_url(redis_url: str) -> Iterator[str]:
     """The API on its own queue (with jobs in every state), served by uvicorn in a thread."""
     queue = f"cwtest-fuzz-{uuid.uuid4().hex[:8]}"
-    s = Settings(redis_url=redis_url, queue_name=queue, api_read_token=READ, api_admin_token=ADMIN,
-                 metrics_enabled=False)
+    s = Settings(
+        redis_url=redis_url, queue_name=queue, api_read_token=READ, api_admin_token=ADMIN, metrics_enabled=False
+    )
 
     async def place() -> None:
         async with queue_and_hand_worker(s) as (queue, worker):
@@ -76,8 +77,9 @@ def test_generated_requests_never_5xx_and_always_need_the_right_token(api_url: s
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-                  derandomize=True)
+        @settings(
+            max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+        )
         def run(case: Any) -> None:
             check_case(case)
 
@@ -109,8 +111,9 @@ async def test_redis_down_is_a_json_503(make_settings: Callable[..., Settings]) 
     """With Redis unreachable the API answers 503 with a JSON error, not a stack trace."""
     from tests.api.conftest import serve
 
-    settings = make_settings(redis_url="redis://127.0.0.1:1/0", redis_connect_timeout_s=0.5,
-                             api_read_token=READ, api_admin_token=ADMIN)
+    settings = make_settings(
+        redis_url="redis://127.0.0.1:1/0", redis_connect_timeout_s=0.5, api_read_token=READ, api_admin_token=ADMIN
+    )
     async with serve(settings) as http:
         resp = await http.get("/v1/jobs/1", headers=auth(READ))
     assert resp.status_code == 503

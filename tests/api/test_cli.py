@@ -46,8 +46,21 @@ def test_schedules_commands(make_settings: Callable[..., Settings]) -> None:
     """schedules set / list / remove round-trip through BullMQ job schedulers."""
     s = make_settings()
     env = {"redis_url": s.redis_url, "queue_name": s.queue_name}
-    result = run_cli("schedules", "set", "--connector", "web", "--connector-id", "x1", "--org-id", "o", "--user-id",
-                     "u", "--schedule-config", '{"scheduleType":"monthly","dayOfMonth":1,"hour":5}', **env)
+    result = run_cli(
+        "schedules",
+        "set",
+        "--connector",
+        "web",
+        "--connector-id",
+        "x1",
+        "--org-id",
+        "o",
+        "--user-id",
+        "u",
+        "--schedule-config",
+        '{"scheduleType":"monthly","dayOfMonth":1,"hour":5}',
+        **env,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["pattern"] == "0 5 1 * *"
     listed = json.loads(run_cli("schedules", "list", **env).stdout)

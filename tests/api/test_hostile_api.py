@@ -56,8 +56,9 @@ async def test_malformed_jobs_never_make_reads_answer_500(http: httpx.AsyncClien
     assert utf8["data"]["x"] == "\ufffd", "bytes that are not UTF-8 show as U+FFFD"
     exported = await http.get("/v1/jobs/export", params={"fmt": "json"}, headers=auth(READ))
     assert {job["id"] for job in json.loads(exported.text)} == set(broken.values())
-    rows = list(csv.reader(io.StringIO((await http.get("/v1/jobs/export", params={"fmt": "csv"},
-                                                        headers=auth(READ))).text)))
+    rows = list(
+        csv.reader(io.StringIO((await http.get("/v1/jobs/export", params={"fmt": "csv"}, headers=auth(READ))).text))
+    )
     assert len(rows) == len(broken) + 1
 
 
@@ -67,7 +68,7 @@ async def test_csv_export_does_not_write_formulas(http: httpx.AsyncClient, queue
         await queue.add("crawl-x", {"connector": payload, "connectorId": "c", "orgId": "o"}, {})
     text = (await http.get("/v1/jobs/export", params={"fmt": "csv"}, headers=auth(READ))).text
     cells = [row[3] for row in list(csv.reader(io.StringIO(text)))[1:]]
-    assert sorted(cells) == sorted(["'=cmd|' /C calc'!A0", "'=HYPERLINK(\"http://x\")", "'+1+1", "'-2+3", "'@SUM(A1)"])
+    assert sorted(cells) == sorted(["'=cmd|' /C calc'!A0", '\'=HYPERLINK("http://x")', "'+1+1", "'-2+3", "'@SUM(A1)"])
 
 
 async def test_a_broken_export_says_so_in_its_body(
@@ -117,8 +118,12 @@ async def _raw_request(port: int, head: str) -> bytes:
 
 @pytest.mark.parametrize(
     ("token", "length", "status"),
-    [("", 100_000_000, b"401"), ("wrong-token", 100_000_000, b"401"), (ADMIN, 100_000_000, b"413"),
-     ("wrong-token", 10, b"401")],
+    [
+        ("", 100_000_000, b"401"),
+        ("wrong-token", 100_000_000, b"401"),
+        (ADMIN, 100_000_000, b"413"),
+        ("wrong-token", 10, b"401"),
+    ],
 )
 async def test_a_body_is_not_read_before_the_token_and_size_are_checked(
     http: httpx.AsyncClient, token: str, length: int, status: bytes
@@ -126,7 +131,9 @@ async def test_a_body_is_not_read_before_the_token_and_size_are_checked(
     """A write with a bad token, or a 100 MB body, is answered at once: the server never waits for the body."""
     port = http.base_url.port
     assert port is not None
-    head = (f"PUT /v1/schedules HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n" + (f"Authorization: Bearer {token}\r\n" if token else "") + "\r\n")
+    head = (
+        f"PUT /v1/schedules HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n" + (f"Authorization: Bearer {token}\r\n" if token else "") + "\r\n"
+    )
     line = await _raw_request(port, head)
     assert line.split(b" ")[1:2] == [status], line

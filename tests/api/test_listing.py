@@ -44,8 +44,11 @@ async def test_filter_by_connector_connector_id_org_and_created_time(queue: Queu
     """connector, connectorId, orgId, createdAfter and createdBefore each narrow the result, combined with AND."""
     now = datetime.now(UTC)
     ids = {}
-    for connector, cid, org, age_h in [("web", "w1", "org-a", 0), ("web", "w2", "org-b", 30),
-                                       ("Google Drive", "g1", "org-a", 50)]:
+    for connector, cid, org, age_h in [
+        ("web", "w1", "org-a", 0),
+        ("web", "w2", "org-b", 30),
+        ("Google Drive", "g1", "org-a", 50),
+    ]:
         name, data = CrawlingJobData.for_instance(connector, cid, org_id=org, user_id="u").to_job()
         job = await queue.add(name, data, producer_job_options())
         ids[cid] = str(job.id)

@@ -31,7 +31,11 @@ def node_call(settings: Settings, *args: str) -> Any:
         pytest.fail("node and tests/interop/node_modules are required (make node)")
     out = subprocess.run(
         [node, "node_client.mjs", settings.redis_url, settings.queue_name, *args],
-        cwd=INTEROP, capture_output=True, text=True, timeout=60, check=True,
+        cwd=INTEROP,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -52,7 +56,9 @@ async def test_node_sees_retry_promote_pause_remove(
     assert resp.json()["state"] == "waiting"
     assert (await http.post(f"/v1/jobs/{ids['delayed']}/promote", headers=admin)).json()["state"] == "waiting"
     assert (await http.delete(f"/v1/jobs/{ids['waiting']}", headers=admin)).json() == {
-        "id": ids["waiting"], "removed": True}
+        "id": ids["waiting"],
+        "removed": True,
+    }
     after = await asyncio.to_thread(node_call, settings, "states", three)
     # the delayed job has the producer's priority 5: Node calls it prioritized, the status API says waiting
     assert after == {ids["failed"]: "waiting", ids["delayed"]: "prioritized", ids["waiting"]: None}
@@ -93,8 +99,7 @@ async def test_retry_failed_only_touches_matching_failed_jobs(
 async def test_clean_by_state_and_age(queue: Queue, hand_worker: Worker, http: httpx.AsyncClient) -> None:
     """clean removes failed jobs older than the grace period only; read tokens cannot clean."""
     ids = await fail_jobs(queue, hand_worker, [("web", "old1"), ("web", "old2")])
-    resp = await http.post("/v1/queue/clean", params={"state": "failed", "olderThanMs": 3_600_000},
-                           headers=auth(ADMIN))
+    resp = await http.post("/v1/queue/clean", params={"state": "failed", "olderThanMs": 3_600_000}, headers=auth(ADMIN))
     assert resp.json() == {"count": 0, "ids": []}
     assert (await http.post("/v1/queue/clean", params={"state": "failed"}, headers=auth(READ))).status_code == 403
     await asyncio.sleep(0.02)

@@ -18,8 +18,9 @@ from worker.settings import Settings
 from worker.stats import BUCKETS_MS, Period, StatsRecorder, bucket_index, read_stats
 
 
-async def test_periods_count_only_their_window(make_settings: Callable[..., Settings],
-                                               redis_client: aioredis.Redis) -> None:
+async def test_periods_count_only_their_window(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> None:
     """Jobs 10 min, 5 h, 3 d and 20 d ago land in 1h/24h/7d/30d as expected; rates, avg and p95 follow."""
     s = make_settings()
     rec = StatsRecorder(redis_client, prefix=s.prefix, queue=s.queue_name, retention_days=35)
@@ -33,16 +34,18 @@ async def test_periods_count_only_their_window(make_settings: Callable[..., Sett
     await rec.add("drive", "completed", 1.0, now_s=now - 40 * 86400)  # outside every period
 
     async def stats(period: Period) -> dict[str, Any]:
-        return (await read_stats(redis_client, prefix=s.prefix, queue=s.queue_name, period=period,
-                                 now_s=now)).model_dump()
+        return (
+            await read_stats(redis_client, prefix=s.prefix, queue=s.queue_name, period=period, now_s=now)
+        ).model_dump()
 
     h1 = await stats(Period.H1)
     assert (h1["total_jobs"], h1["completed_jobs"], h1["failed_jobs"]) == (20, 19, 1)
     assert h1["success_rate"] == 0.95
     assert h1["avg_processing_time_ms"] == (19 * 200 + 9000) / 20
     assert h1["p95_processing_time_ms"] == 250
-    assert h1["by_connector"] == [{"connector": "web", "job_count": 20, "completed": 19, "failed": 1,
-                                   "success_rate": 0.95}]
+    assert h1["by_connector"] == [
+        {"connector": "web", "job_count": 20, "completed": 19, "failed": 1, "success_rate": 0.95}
+    ]
     assert (await stats(Period.H24))["total_jobs"] == 21
     d7 = await stats(Period.D7)
     assert d7["total_jobs"] == 22
@@ -69,8 +72,10 @@ async def test_worker_records_outcomes_and_http_serves_them(
     settings = make_settings()
     good = await add_crawl(queue, "mock", "good")
     bad = await add_crawl(queue, "mock", "bad", attempts=1)
-    catalog = catalog_of(good={"connector": "mock", "config": {"items": 3}},
-                         bad={"connector": "mock", "config": {"items": 3, "invalid_credentials": True}})
+    catalog = catalog_of(
+        good={"connector": "mock", "config": {"items": 3}},
+        bad={"connector": "mock", "config": {"items": 3, "invalid_credentials": True}},
+    )
     async with running_app(settings, catalog):
         await wait_state(queue, good, ["completed"])
         await wait_state(queue, bad, ["failed"])

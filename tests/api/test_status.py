@@ -28,8 +28,15 @@ STATES = {"waiting", "active", "completed", "failed", "delayed", "paused", "stuc
 
 async def test_every_state_is_reported(placed: Placed, ops: Operations) -> None:
     """Active, stuck (lock gone), completed, failed, waiting, prioritized (= waiting) and delayed map as specified."""
-    expect = {"active": "active", "stuck": "stuck", "completed": "completed", "failed": "failed",
-              "waiting": "waiting", "prioritized": "waiting", "delayed": "delayed"}
+    expect = {
+        "active": "active",
+        "stuck": "stuck",
+        "completed": "completed",
+        "failed": "failed",
+        "waiting": "waiting",
+        "prioritized": "waiting",
+        "delayed": "delayed",
+    }
     for placed_as, state in expect.items():
         status, _ = await ops.get(placed.ids[placed_as])
         assert status.state.value == state, placed_as

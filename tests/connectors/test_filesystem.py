@@ -11,9 +11,9 @@ from worker.crawlstate import MemoryRunData
 from worker.documents import Document
 
 
-async def crawl(root: Path, data: MemoryRunData | None = None, **config: object) -> tuple[
-    list[Document], MemoryRunData, int
-]:
+async def crawl(
+    root: Path, data: MemoryRunData | None = None, **config: object
+) -> tuple[list[Document], MemoryRunData, int]:
     """Run a whole crawl step by step, rebuilding the connector from JSON between steps (as a resume does).
 
     ``data`` carries the previous run's file states; it is returned with the run completed.
@@ -76,8 +76,9 @@ async def test_globs_size_limit_and_symlink_loop(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "in.txt").write_text("i")
     os.symlink(tmp_path, tmp_path / "dir" / "loop")
-    cfg = FilesystemConfig(root=tmp_path, include=["*.txt", "**/*.txt"], exclude=["*.log"], max_file_size=1000,
-                           follow_symlinks=True)
+    cfg = FilesystemConfig(
+        root=tmp_path, include=["*.txt", "**/*.txt"], exclude=["*.log"], max_file_size=1000, follow_symlinks=True
+    )
     ctx = ConnectorContext(connector_id="fs", org_id="o", data_dir=tmp_path / ".blobs")
     step = await FilesystemConnector(cfg, ctx).run_step(FilesystemConnector(cfg, ctx).initial_checkpoint(None))
     names = sorted(Path(d.source).name for d in step.documents)

@@ -31,9 +31,9 @@ from worker.settings import Settings
 SECRET = "the worker's secret"
 
 
-async def _step_by_step(root: Path, after_listing: Callable[[], None] | None = None, **config: Any) -> tuple[
-    list[Document], list[ItemFailure]
-]:
+async def _step_by_step(
+    root: Path, after_listing: Callable[[], None] | None = None, **config: Any
+) -> tuple[list[Document], list[ItemFailure]]:
     """One connector instance (one listing) for the whole crawl; ``after_listing()`` runs once the tree is listed,
     before any file is read."""
     cfg = FilesystemConfig(root=root, **config)
@@ -207,7 +207,8 @@ async def test_followed_links_stay_inside_the_root(tmp_path: Path) -> None:
     docs, failures = await _step_by_step(root, follow_symlinks=True)
     assert SECRET not in _texts(docs)
     assert sorted(Path(d.source).relative_to(root.resolve()).as_posix() for d in docs) == [
-        "inside-link.txt", "real/doc.txt",
+        "inside-link.txt",
+        "real/doc.txt",
     ]
     assert failures == []
 
@@ -306,8 +307,13 @@ async def test_sigterm_stops_a_worker_crawling_a_tree_with_a_fifo(
     catalog = write_catalog(tmp_path / "catalog.toml", {"fs": {"connector": "filesystem", "config": config}})
     queue = open_queue(settings)
     proc = start_worker(
-        tmp_path / "worker.log", redis_url=settings.redis_url, queue_name=settings.queue_name, catalog_file=catalog,
-        data_dir=tmp_path / "data", drain_timeout_s=1, handoff_timeout_s=1,
+        tmp_path / "worker.log",
+        redis_url=settings.redis_url,
+        queue_name=settings.queue_name,
+        catalog_file=catalog,
+        data_dir=tmp_path / "data",
+        drain_timeout_s=1,
+        handoff_timeout_s=1,
     )
     try:
         with _unblocking(root / "a.pipe"):

@@ -97,8 +97,12 @@ async def test_ten_thousand_over_long_links_per_page_leave_the_stored_state_smal
     with serve(Site()) as site:
         _flood(site, pages=3, links=10_000, length=2100)
         cfg = WebConfig(
-            start_urls=[f"{site.base}/flood0"], max_url_length=2048, max_body_bytes=64 * 1024 * 1024,
-            obey_robots=False, allowed_networks=["127.0.0.0/8"], max_depth=5,
+            start_urls=[f"{site.base}/flood0"],
+            max_url_length=2048,
+            max_body_bytes=64 * 1024 * 1024,
+            obey_robots=False,
+            allowed_networks=["127.0.0.0/8"],
+            max_depth=5,
         )
         conn = WebConnector(cfg, ConnectorContext(connector_id="h", org_id="o", data_dir=tmp_path))
         data = MemoryRunData(WebConnector.carried)
@@ -119,11 +123,19 @@ async def test_ten_thousand_over_long_links_per_page_leave_the_stored_state_smal
 REFUSED = [
     "http://100.100.100.200/latest/meta-data/",  # Alibaba Cloud metadata, shared address space 100.64.0.0/10
     "http://169.254.169.254/latest/meta-data/",  # link-local metadata
-    "http://10.1.2.3/", "http://172.16.0.1/", "http://192.168.1.1/",  # private
+    "http://10.1.2.3/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",  # private
     "http://127.0.0.1:{port}/",  # loopback (the test site itself)
     "http://0.0.0.0:{port}/",  # unspecified
-    "http://224.0.0.1/", "http://240.0.0.1/", "http://198.18.0.1/", "http://192.0.0.1/",  # multicast, reserved...
-    "http://[::1]:{port}/", "http://[fd00::1]/", "http://[fe80::1]/", "http://[2001:db8::1]/",
+    "http://224.0.0.1/",
+    "http://240.0.0.1/",
+    "http://198.18.0.1/",
+    "http://192.0.0.1/",  # multicast, reserved...
+    "http://[::1]:{port}/",
+    "http://[fd00::1]/",
+    "http://[fe80::1]/",
+    "http://[2001:db8::1]/",
     "http://[::ffff:10.0.0.1]/",  # IPv4-mapped
     "http://[::ffff:127.0.0.1]:{port}/",
     "http://[2002:a00:1::1]/",  # 6to4 of 10.0.0.1

@@ -24,8 +24,19 @@ PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>
 XML = {"Content-Type": "application/xml"}
 GZIP = {"Content-Type": "application/gzip"}
 HOME_LINKS = (
-    "/about", "/about/", "/about#team", "/about?utm_source=news&utm_medium=mail", "/private/secret",
-    "/redirect-1", "/loop-a", "/limited", "/flaky", "/slow", "/calendar?month=1", "/doc.pdf", "/huge",
+    "/about",
+    "/about/",
+    "/about#team",
+    "/about?utm_source=news&utm_medium=mail",
+    "/private/secret",
+    "/redirect-1",
+    "/loop-a",
+    "/limited",
+    "/flaky",
+    "/slow",
+    "/calendar?month=1",
+    "/doc.pdf",
+    "/huge",
     "http://example.org/outside",
 )
 
@@ -51,27 +62,33 @@ def _etagged(body: Reply, etag: str) -> Callable[[int, dict[str, str]], Reply]:
 def build(site: Site) -> None:
     """The fixture site's routes (absolute URLs need the base, known once it is served)."""
     b = site.base
-    site.routes.update({
-        "/robots.txt": (200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /private\nCrawl-delay: 0.02\n"),
-        "/": _etagged(html("Home", "welcome", HOME_LINKS), '"home-v1"'),
-        "/about": html("About", "about us v1", ("/canonical-dup",)),
-        "/canonical-dup": html("About (print)", "about us v1", head=f'<link rel="canonical" href="{b}/about">'),
-        "/private/secret": html("Secret"),
-        "/redirect-1": (301, {"Location": "/redirect-2"}, b""),
-        "/redirect-2": (302, {"Location": f"{b}/landing"}, b""),
-        "/landing": html("Landing", "you made it"),
-        "/loop-a": (302, {"Location": "/loop-b"}, b""),
-        "/loop-b": (302, {"Location": "/loop-a"}, b""),
-        "/limited": _once_then((429, {"Retry-After": "1"}, b"slow down"), html("Limited", "patience")),
-        "/flaky": _once_then((500, {}, b"oops"), html("Flaky", "second time lucky")),
-        "/slow": slow(1.0, html("Slow")),
-        "/doc.pdf": (200, {"Content-Type": "application/pdf"}, PDF),
-        "/huge": (200, {"Content-Type": "text/html"}, b"<html><body>" + b"x" * 300_000 + b"</body></html>"),
-        "/sitemap_index.xml": (200, XML, sitemap([f"{b}/sitemap-pages.xml.gz"], index=True)),
-        "/sitemap-pages.xml.gz": (200, GZIP, gz(sitemap([f"{b}/from-sitemap", f"{b}/about"]))),
-        "/from-sitemap": html("From the sitemap", "listed only in sitemap.xml.gz"),
-        **{f"/calendar?month={m}": _calendar(m) for m in range(1, 40)},
-    })
+    site.routes.update(
+        {
+            "/robots.txt": (
+                200,
+                {"Content-Type": "text/plain"},
+                b"User-agent: *\nDisallow: /private\nCrawl-delay: 0.02\n",
+            ),
+            "/": _etagged(html("Home", "welcome", HOME_LINKS), '"home-v1"'),
+            "/about": html("About", "about us v1", ("/canonical-dup",)),
+            "/canonical-dup": html("About (print)", "about us v1", head=f'<link rel="canonical" href="{b}/about">'),
+            "/private/secret": html("Secret"),
+            "/redirect-1": (301, {"Location": "/redirect-2"}, b""),
+            "/redirect-2": (302, {"Location": f"{b}/landing"}, b""),
+            "/landing": html("Landing", "you made it"),
+            "/loop-a": (302, {"Location": "/loop-b"}, b""),
+            "/loop-b": (302, {"Location": "/loop-a"}, b""),
+            "/limited": _once_then((429, {"Retry-After": "1"}, b"slow down"), html("Limited", "patience")),
+            "/flaky": _once_then((500, {}, b"oops"), html("Flaky", "second time lucky")),
+            "/slow": slow(1.0, html("Slow")),
+            "/doc.pdf": (200, {"Content-Type": "application/pdf"}, PDF),
+            "/huge": (200, {"Content-Type": "text/html"}, b"<html><body>" + b"x" * 300_000 + b"</body></html>"),
+            "/sitemap_index.xml": (200, XML, sitemap([f"{b}/sitemap-pages.xml.gz"], index=True)),
+            "/sitemap-pages.xml.gz": (200, GZIP, gz(sitemap([f"{b}/from-sitemap", f"{b}/about"]))),
+            "/from-sitemap": html("From the sitemap", "listed only in sitemap.xml.gz"),
+            **{f"/calendar?month={m}": _calendar(m) for m in range(1, 40)},
+        }
+    )
 
 
 def config(site: Site, **overrides: Any) -> WebConfig:
@@ -143,7 +160,13 @@ async def test_first_crawl_fetches_emits_and_skips_exactly_what_it_should(tmp_pa
 
     emitted = {_path(d.source) for d in docs}
     assert emitted == {
-        "", "about", "landing", "limited", "flaky", "doc.pdf", "from-sitemap",
+        "",
+        "about",
+        "landing",
+        "limited",
+        "flaky",
+        "doc.pdf",
+        "from-sitemap",
         *{f"calendar?month={m}" for m in range(1, 6)},
     }
     assert len(docs) == len({d.id for d in docs}), "a page was emitted twice"

@@ -29,16 +29,18 @@ def producer(redis_url: str, queue: str, package: str, command: str, args: dict[
     """Run one ``pipeshub_producer.mjs`` command and parse its JSON output."""
     out = subprocess.run(
         [node_binary(), "pipeshub_producer.mjs", redis_url, queue, package, command, json.dumps(args)],
-        cwd=HERE, capture_output=True, text=True, timeout=60, check=False,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if out.returncode != 0:
         raise AssertionError(f"pipeshub_producer.mjs {command} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-async def aproducer(
-    redis_url: str, queue: str, package: str, command: str, args: dict[str, Any] | list[Any]
-) -> Any:
+async def aproducer(redis_url: str, queue: str, package: str, command: str, args: dict[str, Any] | list[Any]) -> Any:
     """:func:`producer` off the event loop."""
     return await asyncio.to_thread(producer, redis_url, queue, package, command, args)
 

@@ -27,7 +27,11 @@ def bull_board(settings: Settings, job_id: str) -> dict[str, Any]:
         pytest.fail("node and tests/interop/node_modules/@bull-board/api are required (make node)")
     out = subprocess.run(
         [node, "bull_board.mjs", settings.redis_url, settings.queue_name, job_id],
-        cwd=HERE, capture_output=True, text=True, timeout=60, check=True,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result

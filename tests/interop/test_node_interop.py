@@ -35,7 +35,11 @@ def node_call(node: str, settings: Settings, *args: str) -> Any:
     """Run one node_client.mjs command and parse its JSON output."""
     out = subprocess.run(
         [node, "node_client.mjs", settings.redis_url, settings.queue_name, *args],
-        cwd=HERE, capture_output=True, text=True, timeout=60, check=True,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -54,8 +58,15 @@ async def test_node_producer_events_and_getjob_see_what_a_node_worker_would_leav
     ]
     good_id, bad_id = node_call(node, settings, "add", json.dumps(jobs))
     listener = await asyncio.create_subprocess_exec(
-        node, "node_client.mjs", settings.redis_url, settings.queue_name, "listen", f"{good_id},{bad_id}", "30000",
-        cwd=HERE, stdout=asyncio.subprocess.PIPE,
+        node,
+        "node_client.mjs",
+        settings.redis_url,
+        settings.queue_name,
+        "listen",
+        f"{good_id},{bad_id}",
+        "30000",
+        cwd=HERE,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert listener.stdout is not None
     assert json.loads(await listener.stdout.readline()) == {"type": "ready"}
@@ -108,8 +119,12 @@ async def test_node_sees_processed_by_and_one_worker_per_process(
     settings = make_settings()
     catalog = tmp_path / "rules.toml"
     catalog.write_text('[connector_types."*"]\nconnector = "mock"\nconfig = { items = 1 }\n')
-    common = {"redis_url": settings.redis_url, "queue_name": settings.queue_name, "catalog_file": catalog,
-              "data_dir": tmp_path / "data"}
+    common = {
+        "redis_url": settings.redis_url,
+        "queue_name": settings.queue_name,
+        "catalog_file": catalog,
+        "data_dir": tmp_path / "data",
+    }
     jobs = []
     for i in range(4):
         name, data = crawl_job("Drive", f"drive-{i}")

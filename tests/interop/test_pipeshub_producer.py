@@ -40,20 +40,55 @@ def _scenarios() -> list[dict[str, Any]]:
     """One scheduleJob call per schedule type PipesHub has (interval comes through the reconcile path)."""
     in_an_hour = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return [
-        {"connector": "Drive", "connectorId": "c-hourly",
-         "scheduleConfig": _typed({"scheduleType": "hourly", "minute": 7, "interval": 2, "timezone": "Asia/Kolkata"})},
-        {"connector": "SharePoint Online", "connectorId": "c-daily",
-         "scheduleConfig": _typed({"scheduleType": "daily", "hour": 3, "minute": 15, "timezone": "America/New_York"})},
-        {"connector": "Confluence Data Center", "connectorId": "c-weekly",
-         "scheduleConfig": _typed({"scheduleType": "weekly", "daysOfWeek": [1, 3, 5], "hour": 9, "minute": 30,
-                                   "timezone": "Europe/Berlin"})},
-        {"connector": "Jira", "connectorId": "c-monthly",
-         "scheduleConfig": _typed({"scheduleType": "monthly", "dayOfMonth": 31, "hour": 23, "minute": 45})},
-        {"connector": "Slack", "connectorId": "c-custom",
-         "scheduleConfig": _typed({"scheduleType": "custom", "cronExpression": "*/20 8-18 * * 1-5",
-                                   "timezone": "Australia/Sydney", "description": "office hours"})},
-        {"connector": "Gmail", "connectorId": "c-once",
-         "scheduleConfig": _typed({"scheduleType": "once", "scheduleConfig": {"scheduledTime": in_an_hour}})},
+        {
+            "connector": "Drive",
+            "connectorId": "c-hourly",
+            "scheduleConfig": _typed(
+                {"scheduleType": "hourly", "minute": 7, "interval": 2, "timezone": "Asia/Kolkata"}
+            ),
+        },
+        {
+            "connector": "SharePoint Online",
+            "connectorId": "c-daily",
+            "scheduleConfig": _typed(
+                {"scheduleType": "daily", "hour": 3, "minute": 15, "timezone": "America/New_York"}
+            ),
+        },
+        {
+            "connector": "Confluence Data Center",
+            "connectorId": "c-weekly",
+            "scheduleConfig": _typed(
+                {
+                    "scheduleType": "weekly",
+                    "daysOfWeek": [1, 3, 5],
+                    "hour": 9,
+                    "minute": 30,
+                    "timezone": "Europe/Berlin",
+                }
+            ),
+        },
+        {
+            "connector": "Jira",
+            "connectorId": "c-monthly",
+            "scheduleConfig": _typed({"scheduleType": "monthly", "dayOfMonth": 31, "hour": 23, "minute": 45}),
+        },
+        {
+            "connector": "Slack",
+            "connectorId": "c-custom",
+            "scheduleConfig": _typed(
+                {
+                    "scheduleType": "custom",
+                    "cronExpression": "*/20 8-18 * * 1-5",
+                    "timezone": "Australia/Sydney",
+                    "description": "office hours",
+                }
+            ),
+        },
+        {
+            "connector": "Gmail",
+            "connectorId": "c-once",
+            "scheduleConfig": _typed({"scheduleType": "once", "scheduleConfig": {"scheduledTime": in_an_hour}}),
+        },
     ]
 
 
@@ -74,10 +109,22 @@ async def _schedule_everything(redis_url: str, queue: str, package: str) -> list
     """PipesHub's scheduleJob for every schedule type, then its reconcile path's interval job."""
     calls = [{**s, "orgId": ORG, "userId": OWNER} for s in _scenarios()]
     added: list[dict[str, Any]] = await aproducer(redis_url, queue, package, "schedule", calls)
-    added.append(await aproducer(redis_url, queue, package, "reconcile", {
-        "connector": "Notion", "connectorId": "c-interval", "orgId": ORG, "ownerUserId": OWNER,
-        "intervalMinutes": 30, "timezone": "Asia/Tokyo",
-    }))
+    added.append(
+        await aproducer(
+            redis_url,
+            queue,
+            package,
+            "reconcile",
+            {
+                "connector": "Notion",
+                "connectorId": "c-interval",
+                "orgId": ORG,
+                "ownerUserId": OWNER,
+                "intervalMinutes": 30,
+                "timezone": "Asia/Tokyo",
+            },
+        )
+    )
     return added
 
 
@@ -142,10 +189,20 @@ async def test_a_repeat_every_1500_ms_runs_consecutive_ticks_with_the_producers_
 ) -> None:
     """PipesHub's reconcile path with a 1.5 s interval: 3 consecutive ticks complete, each with the producer's data."""
     settings = make_settings()
-    added = await aproducer(redis_url, settings.queue_name, package, "reconcile", {
-        "connector": "Confluence", "connectorId": "c-fast", "orgId": ORG, "ownerUserId": OWNER,
-        "intervalMinutes": 1, "everyMs": 1500,
-    })
+    added = await aproducer(
+        redis_url,
+        settings.queue_name,
+        package,
+        "reconcile",
+        {
+            "connector": "Confluence",
+            "connectorId": "c-fast",
+            "orgId": ORG,
+            "ownerUserId": OWNER,
+            "intervalMinutes": 1,
+            "everyMs": 1500,
+        },
+    )
     first = await job_hash(redis_client, settings.queue_name, added["jobId"])
     key = added["jobId"].rsplit(":", 1)[0]
 
@@ -184,14 +241,27 @@ async def _one_next_tick(client: aioredis.Redis, queue: str, key: str, current: 
     ],
 )
 async def test_a_failed_or_retried_tick_leaves_exactly_one_next_tick(
-    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, case: str, config: dict[str, Any],
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    case: str,
+    config: dict[str, Any],
     queue: Queue,
 ) -> None:
     """A tick that fails for good, and one retried after a transient failure: one next tick, one interval later."""
     settings = make_settings()
-    added = await aproducer(settings.redis_url, settings.queue_name, "bullmq5", "reconcile", {
-        "connector": "Box", "connectorId": f"c-{case}", "orgId": ORG, "ownerUserId": OWNER, "intervalMinutes": 1,
-    })
+    added = await aproducer(
+        settings.redis_url,
+        settings.queue_name,
+        "bullmq5",
+        "reconcile",
+        {
+            "connector": "Box",
+            "connectorId": f"c-{case}",
+            "orgId": ORG,
+            "ownerUserId": OWNER,
+            "intervalMinutes": 1,
+        },
+    )
     tick, key = added["jobId"], added["jobId"].rsplit(":", 1)[0]
     await redis_client.zadd(f"bull:{settings.queue_name}:delayed", {tick: 0})  # due now (the producer's backoff stays)
     catalog = Catalog.from_entries({}, {"*": InstanceEntry(connector="mock", config=config)})
@@ -210,16 +280,27 @@ async def test_two_workers_racing_for_ticks_create_each_next_tick_once(
 ) -> None:
     """Two worker processes on one schedule: every tick runs once and each has exactly one successor."""
     settings = make_settings(concurrency=3)
-    added = await aproducer(redis_url, settings.queue_name, "bullmq5", "reconcile", {
-        "connector": "Dropbox", "connectorId": "c-race", "orgId": ORG, "ownerUserId": OWNER,
-        "intervalMinutes": 1, "everyMs": 1000,
-    })
+    added = await aproducer(
+        redis_url,
+        settings.queue_name,
+        "bullmq5",
+        "reconcile",
+        {
+            "connector": "Dropbox",
+            "connectorId": "c-race",
+            "orgId": ORG,
+            "ownerUserId": OWNER,
+            "intervalMinutes": 1,
+            "everyMs": 1000,
+        },
+    )
     key = added["jobId"].rsplit(":", 1)[0]
     other = make_settings(concurrency=3)
     async with running_app(settings, _route_all_to_mock()), running_app(other, _route_all_to_mock()):
         await wait_for(
             lambda: _at_least(lambda: members(redis_client, f"bull:{settings.queue_name}:completed"), 4),
-            timeout=20, what="4 completed ticks",
+            timeout=20,
+            what="4 completed ticks",
         )
     done = sorted(await members(redis_client, f"bull:{settings.queue_name}:completed"), key=tick_millis)
     slots = [tick_millis(t) for t in done]
@@ -237,19 +318,38 @@ def _rule_catalog(path: Path, config: dict[str, Any]) -> Path:
 
 @pytest.mark.slow
 async def test_a_tick_whose_worker_is_killed_mid_run_leaves_exactly_one_next_tick(
-    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, tmp_path: Path, queue: Queue,
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    queue: Queue,
     processes: Processes,
 ) -> None:
     """kill -9 during a tick: one next tick exists before and after the tick is recovered and completed."""
     settings = make_settings()
-    added = await aproducer(settings.redis_url, settings.queue_name, "bullmq5", "reconcile", {
-        "connector": "OneDrive", "connectorId": "c-killed", "orgId": ORG, "ownerUserId": OWNER, "intervalMinutes": 1,
-    })
+    added = await aproducer(
+        settings.redis_url,
+        settings.queue_name,
+        "bullmq5",
+        "reconcile",
+        {
+            "connector": "OneDrive",
+            "connectorId": "c-killed",
+            "orgId": ORG,
+            "ownerUserId": OWNER,
+            "intervalMinutes": 1,
+        },
+    )
     tick, key = added["jobId"], added["jobId"].rsplit(":", 1)[0]
     await redis_client.zadd(f"bull:{settings.queue_name}:delayed", {tick: 0})
     catalog = _rule_catalog(tmp_path / "catalog.toml", {"items": 6, "step_size": 1, "kill_at_item": 3})
-    common = {"redis_url": settings.redis_url, "queue_name": settings.queue_name, "catalog_file": catalog,
-              "data_dir": tmp_path / "data", "lock_duration_ms": 5000, "stalled_interval_ms": 1000}
+    common = {
+        "redis_url": settings.redis_url,
+        "queue_name": settings.queue_name,
+        "catalog_file": catalog,
+        "data_dir": tmp_path / "data",
+        "lock_duration_ms": 5000,
+        "stalled_interval_ms": 1000,
+    }
     first = processes.worker(tmp_path / "first.log", worker_name="first", **common)
     assert await asyncio.to_thread(first.wait, 30) == -9, "the mock connector kills its worker at item 3"
     following = await _one_next_tick(redis_client, settings.queue_name, key, tick)

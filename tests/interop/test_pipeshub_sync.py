@@ -92,20 +92,28 @@ async def test_a_delegated_job_publishes_the_event_pipeshubs_consumer_reads(
     message = decode_like_pipeshub(fields)
     assert message.eventType == "confluence.resync"
     assert {k: message.payload[k] for k in ("orgId", "connector", "connectorId", "origin")} == {
-        "orgId": "org-77", "connector": "Confluence", "connectorId": "conf-1", "origin": "CONNECTOR",
+        "orgId": "org-77",
+        "connector": "Confluence",
+        "connectorId": "conf-1",
+        "origin": "CONNECTOR",
     }
     assert fields["key"] == "confluence.resync"
     assert json.loads(fields["headers"]) == {"eventType": "confluence.resync", "timestamp": str(message.timestamp)}
     done = await queue.getJob(job.id)
     assert done.returnvalue["details"]["published"] == {
-        "stream": "sync-events", "id": entry_id, "eventType": "confluence.resync",
+        "stream": "sync-events",
+        "id": entry_id,
+        "eventType": "confluence.resync",
     }
     skipped = await queue.getJob(fs_job.id)
     assert "desktop client" in skipped.returnvalue["details"]["skipped"]
 
 
 async def test_with_the_stream_redis_down_the_job_retries_with_backoff_and_publishes_once_when_it_is_back(
-    make_settings: Callable[..., Settings], stream_redis: tuple[int, Path], queue: Queue, processes: Processes,
+    make_settings: Callable[..., Settings],
+    stream_redis: tuple[int, Path],
+    queue: Queue,
+    processes: Processes,
     make_redis: Callable[..., aioredis.Redis],
 ) -> None:
     """Stream Redis stopped: attempts fail as transient and back off; Redis back: the job completes, one event."""
@@ -166,9 +174,18 @@ async def test_the_event_is_byte_for_byte_what_pipeshubs_node_producer_writes(
     """Same org, connector, id and clock: our stream fields equal those of PipesHub's publishEvent + XADD."""
     for connector in ("Confluence Data Center", "Drive", "Ünïcode Wiki"):
         now = 1_790_000_000_123
-        node_id = await aproducer(redis_url, stream, "-", "publish", {
-            "orgId": "org-9", "connector": connector, "connectorId": "id-9", "now": now,
-        })
+        node_id = await aproducer(
+            redis_url,
+            stream,
+            "-",
+            "publish",
+            {
+                "orgId": "org-9",
+                "connector": connector,
+                "connectorId": "id-9",
+                "now": now,
+            },
+        )
         publisher = SyncEventPublisher(redis_client, stream=stream, maxlen=500_000, dedup_ttl_s=60)
         ours = await publisher.publish(sync_event("org-9", connector, "id-9", now_ms=now), job_key=f"{connector}@1")
         entries = dict(cast(list[Entry], await redis_client.xrange(stream)))

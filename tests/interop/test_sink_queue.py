@@ -48,7 +48,11 @@ async def test_a_node_worker_consumes_the_documents_a_crawl_sent_downstream(
     out = await asyncio.to_thread(
         subprocess.run,
         [node, "node_client.mjs", settings.redis_url, sink_queue, "consume", "3", "20000"],
-        cwd=HERE, capture_output=True, text=True, timeout=60, check=True,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     jobs = json.loads(out.stdout.strip().splitlines()[-1])
     assert [len(j["data"]["documents"]) for j in jobs] == [4, 4, 2]

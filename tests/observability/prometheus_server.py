@@ -42,9 +42,15 @@ class PrometheusServer:
         """Start Prometheus and wait until it is ready."""
         with (self.workdir / "prometheus.log").open("wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [require("prometheus"), f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    require("prometheus"),
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

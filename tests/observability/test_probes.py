@@ -31,7 +31,10 @@ async def test_liveness_survives_redis_outage_and_readiness_follows(
 ) -> None:
     """Starting without Redis, losing it and getting it back: /healthz stays 200, /readyz is 503 then 200 again."""
     settings = make_settings(
-        redis_url=private_redis.url, metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=0,
+        redis_url=private_redis.url,
+        metrics_enabled=True,
+        metrics_host="127.0.0.1",
+        metrics_port=0,
         redis_retry_delay_ms=500,
     )
     async with running_app(settings, catalog_of(), wait_started=False) as app:
@@ -124,8 +127,14 @@ async def test_sigterm_drains_with_the_port_still_answering(
     slow = {"items": 6, "step_size": 1, "step_delay_s": 0.5}
     catalog = write_catalog(tmp_path / "catalog.toml", {"slow": {"connector": "mock", "config": slow}})
     proc = processes.worker(
-        tmp_path / "worker.log", redis_url=settings.redis_url, queue_name=settings.queue_name, catalog_file=catalog,
-        data_dir=tmp_path / "data", metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=port,
+        tmp_path / "worker.log",
+        redis_url=settings.redis_url,
+        queue_name=settings.queue_name,
+        catalog_file=catalog,
+        data_dir=tmp_path / "data",
+        metrics_enabled=True,
+        metrics_host="127.0.0.1",
+        metrics_port=port,
     )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
 

@@ -55,6 +55,7 @@ async def test_prometheus_scrapes_dashboard_queries_return_data_and_failure_aler
     async with running_app(settings, catalog_of(**CATALOG), registry=CollectorRegistry()) as app:
         assert app.ops is not None
         prometheus = start_prometheus([f"127.0.0.1:{app.ops.port}"])
+
         async def scraped() -> bool:
             return bool(await asyncio.to_thread(prometheus.query, 'up{job="crawl-worker"} == 1'))
 
@@ -70,7 +71,8 @@ async def test_prometheus_scrapes_dashboard_queries_return_data_and_failure_aler
             alerts = (await asyncio.to_thread(prometheus.get, "/api/v1/alerts"))["alerts"]
             return any(
                 a["labels"]["alertname"] == "CrawlWorkerHighFailureRatio"
-                and a["labels"].get("queue") == settings.queue_name and a["state"] == "firing"
+                and a["labels"].get("queue") == settings.queue_name
+                and a["state"] == "firing"
                 for a in alerts
             )
 
@@ -86,7 +88,7 @@ async def test_prometheus_scrapes_dashboard_queries_return_data_and_failure_aler
         assert empty == [], f"dashboard queries without data: {empty}"
 
         queues = await asyncio.to_thread(
-            prometheus.get, "/api/v1/label/queue/values", **{"match[]": 'crawl_worker_concurrency_slots'}
+            prometheus.get, "/api/v1/label/queue/values", **{"match[]": "crawl_worker_concurrency_slots"}
         )
         assert settings.queue_name in queues
         ratio = await asyncio.to_thread(

@@ -67,7 +67,13 @@ async def test_every_state_is_counted(
 
         state = await stats.compute(queue_name)
         assert state.jobs == {
-            "waiting": 4, "paused": 0, "active": 2, "stuck": 1, "delayed": 1, "failed": 1, "completed": 1,
+            "waiting": 4,
+            "paused": 0,
+            "active": 2,
+            "stuck": 1,
+            "delayed": 1,
+            "failed": 1,
+            "completed": 1,
         }
         assert await find_stuck(redis_client, "bull", queue_name, active_ids) == [active_ids[0]]
         # a stock Python bullmq worker names its connections ``bull:<queue>:w:<name>`` (not base64):
@@ -91,8 +97,12 @@ async def test_workers_are_counted_by_node_client_name(
 ) -> None:
     """Every connection named like a Node worker of this queue counts, as in Node's getWorkersCount(); others not."""
     clients = [make_redis(redis_url) for _ in range(4)]
-    names = [node_client_name("bull", queue_name, "a"), node_client_name("bull", queue_name, "a"),
-             node_client_name("bull", queue_name, "b"), node_client_name("bull", queue_name + "x", "c")]
+    names = [
+        node_client_name("bull", queue_name, "a"),
+        node_client_name("bull", queue_name, "a"),
+        node_client_name("bull", queue_name, "b"),
+        node_client_name("bull", queue_name + "x", "c"),
+    ]
     for client, name in zip(clients, names, strict=True):
         await client.client_setname(name)
     probe = make_redis(redis_url, decode_responses=True)
@@ -100,9 +110,7 @@ async def test_workers_are_counted_by_node_client_name(
     assert state.workers == 3
 
 
-async def test_cost_does_not_grow_with_the_queue(
-    queue_name: str, counting_client: CountingRedis
-) -> None:
+async def test_cost_does_not_grow_with_the_queue(queue_name: str, counting_client: CountingRedis) -> None:
     """10 and 20,000 waiting jobs cost the same Redis commands, and the collector reports that count."""
     stats = collector(counting_client, queue_name)
     await fill_wait(counting_client, queue_name, 10, int(time.time() * 1000) - 30_000)

@@ -29,7 +29,9 @@ async def test_replayed_batch_adds_nothing_and_changed_documents_are_appended(tm
     assert await sink.write(INSTANCE, [_doc(1, version=1), _doc(2)]) == 1
     lines = _lines(sink.path_for(INSTANCE))
     assert [(line["id"], line["content_hash"], line["run_id"]) for line in lines] == [
-        ("doc-1", "sha256:1-0", "run-1"), ("doc-2", "sha256:2-0", "run-1"), ("doc-1", "sha256:1-1", "run-1"),
+        ("doc-1", "sha256:1-0", "run-1"),
+        ("doc-2", "sha256:2-0", "run-1"),
+        ("doc-1", "sha256:1-1", "run-1"),
     ]
 
 

@@ -158,8 +158,9 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
     def _walk(self, stop: threading.Event) -> tuple[BatchReader, Listing]:
         """Resolve the root and list it (in the reading thread)."""
         root = os.path.realpath(os.fsencode(self.config.root))
-        walker = Walker(root, Selection(self.config.include, self.config.exclude),
-                        follow_symlinks=self.config.follow_symlinks)
+        walker = Walker(
+            root, Selection(self.config.include, self.config.exclude), follow_symlinks=self.config.follow_symlinks
+        )
         try:
             return BatchReader(root, _options(self.config)), walker.walk(stop)
         except OSError as exc:  # the root itself: no listing at all, so nothing can be concluded

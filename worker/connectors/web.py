@@ -109,9 +109,14 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                 timeout=aiohttp.ClientTimeout(total=None),  # the Fetcher sets one deadline per request
             )
             politeness = Politeness(
-                per_host_concurrency=c.per_host_concurrency, min_delay_s=c.min_delay_s, retries=c.retries,
-                backoff_s=c.backoff_s, max_retry_after_s=c.max_retry_after_s, max_redirects=c.max_redirects,
-                max_body_bytes=c.max_body_bytes, timeout_s=c.timeout_s,
+                per_host_concurrency=c.per_host_concurrency,
+                min_delay_s=c.min_delay_s,
+                retries=c.retries,
+                backoff_s=c.backoff_s,
+                max_retry_after_s=c.max_retry_after_s,
+                max_redirects=c.max_redirects,
+                max_body_bytes=c.max_body_bytes,
+                timeout_s=c.timeout_s,
             )
             guard = AddressGuard(c.allowed_networks, self.context.resolver or system_resolver)
             self._fetcher = Fetcher(self._client, guard, politeness)

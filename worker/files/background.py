@@ -26,9 +26,7 @@ class Background:
     def __init__(self, name: str, idle_s: float = 5.0) -> None:
         self.name = name
         self.idle_s = idle_s
-        self._queue: queue.SimpleQueue[tuple[Work, threading.Event, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[tuple[Work, threading.Event, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 

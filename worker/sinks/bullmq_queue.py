@@ -36,7 +36,6 @@ def batch_job_id(instance: InstanceRef, documents: Sequence[Document]) -> str:
 class BullmqQueueSink(Sink):
     """Adds documents to a downstream BullMQ queue, ``batch_size`` per job. Owns ``queue``."""
 
-
     def __init__(self, queue: JobQueue, batch_size: int) -> None:
         self.queue = queue
         self.batch_size = batch_size

@@ -31,7 +31,6 @@ def _part(value: str) -> str:
 class JsonlSink(Sink):
     """Appends documents to per-instance JSONL files, durably (fsync) and idempotently."""
 
-
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._index: dict[Path, dict[str, int]] = {}

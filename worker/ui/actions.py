@@ -177,7 +177,9 @@ ACTIONS = {
     "resume": Action("Resume queue", _says(lambda _: "Resume the queue."), _resume),
     "schedule-set": Action("Save schedule", _schedule_describe, _schedule, "/ui/instances"),
     "schedule-disable": Action(
-        "Disable schedule", _says(lambda f: f"Remove the schedule of {f.get('connectorId')}."), _unschedule,
+        "Disable schedule",
+        _says(lambda f: f"Remove the schedule of {f.get('connectorId')}."),
+        _unschedule,
         "/ui/instances",
     ),
 }
@@ -201,9 +203,7 @@ def _refusal(dash: Dashboard, request: Request, session: Session | None, form: F
     return None
 
 
-async def _confirm_or_act(
-    dash: Dashboard, request: Request, session: Session, action: Action, form: Form
-) -> Response:
+async def _confirm_or_act(dash: Dashboard, request: Request, session: Session, action: Action, form: Form) -> Response:
     back = safe_next(form.get("back"), action.back)
     try:
         if form.get("confirmed") != "1":

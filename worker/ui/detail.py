@@ -31,7 +31,9 @@ local function head(v, n)
 end
 """
 
-_HEADS = UTF8_HEAD + """
+_HEADS = (
+    UTF8_HEAD
+    + """
 local out = {}
 for i, name in ipairs(ARGV) do
   if i > 1 then
@@ -41,6 +43,7 @@ for i, name in ipairs(ARGV) do
 end
 return out
 """
+)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ SAMPLES = 5
 REASON_CHARS = 300
 
 # KEYS: job hashes. Returns, per job, {failedReason head, root error class, data.connector, finishedOn}.
-_READ = UTF8_HEAD + """
+_READ = (
+    UTF8_HEAD
+    + """
 local out = {}
 for i, key in ipairs(KEYS) do
   local v = redis.call('HMGET', key, 'failedReason', 'stacktrace', 'data', 'finishedOn')
@@ -49,6 +51,7 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+)
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _HEX = re.compile(r"\b[0-9a-fA-F-]*[0-9][0-9a-fA-F-]*[a-fA-F][0-9a-fA-F-]{6,}\b|\b[0-9a-fA-F]{12,}\b")

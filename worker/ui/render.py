@@ -91,7 +91,13 @@ def build_environment() -> Environment:
         lstrip_blocks=True,
     )  # fmt: skip
     env.filters.update(
-        ts=timestamp, dur=duration, ago=ago, pretty=pretty, percent=percent, pct=progress_percent, who=instance_of,
+        ts=timestamp,
+        dur=duration,
+        ago=ago,
+        pretty=pretty,
+        percent=percent,
+        pct=progress_percent,
+        who=instance_of,
         cp=checkpoint_summary,
     )
     return env

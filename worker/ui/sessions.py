@@ -92,9 +92,7 @@ def secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-def set_cookie(
-    response: Response, request: Request, name: str, value: str, *, max_age: int, path: str = "/ui"
-) -> None:
+def set_cookie(response: Response, request: Request, name: str, value: str, *, max_age: int, path: str = "/ui") -> None:
     """Set one of the dashboard's cookies: HttpOnly, SameSite=Strict, Secure over TLS."""
     response.set_cookie(
         name, value, max_age=max_age, path=path, httponly=True, samesite="strict", secure=secure(request)

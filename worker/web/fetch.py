@@ -28,10 +28,6 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({429, 503})
 
 
-
-
-
-
 @dataclass
 class Response:
     """A fetched page after redirects."""

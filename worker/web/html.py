@@ -77,6 +77,8 @@ def _charset(headers: Mapping[str, str]) -> str:
 
 #: A parsed page and its links with their keys.
 Parsed = tuple[Page, list[tuple[str, str]]]
+
+
 def parse_all(responses: list[Response], max_url_length: int) -> list[Parsed]:
     """Parse HTML responses and key their links (run in a thread: the loop stays free)."""
     out = []

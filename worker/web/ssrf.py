@@ -29,8 +29,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
-
-
 async def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (the event loop's getaddrinfo)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
