@@ -109,3 +109,20 @@ async def test_a_drain_past_its_deadline_hands_the_running_job_off_and_says_so(
             await wait_state(queue, job_id, ["active"])
     assert [(line["active"], line["timeout_s"]) for line in logs if line["event"] == "shutdown.handoff"] == [(1, 10)]
     assert [line["drained"] for line in logs if line["event"] == "worker.stopped"] == [True]
+
+
+async def test_progress_writes_are_debug_lines_and_state_changes_info(
+    make_settings: Callable[..., Settings], queue: Queue
+) -> None:
+    """A crawl writing progress every step logs it at debug; info carries only its state changes (completed)."""
+    settings = make_settings(progress_interval_s=0)
+    catalog = catalog_of(c={"connector": "mock", "config": {"items": 8, "step_size": 1, "step_delay_s": 0.01}})
+    with capture_logs() as logs:
+        async with running_app(settings, catalog):
+            job_id = await add_crawl(queue, "mock", "c")
+            assert await wait_state(queue, job_id, ["completed"]) == "completed"
+    progress = [line for line in logs if line["event"] == "job.progress"]
+    assert len(progress) >= 5, "every step's progress was written"
+    assert {line["log_level"] for line in progress} == {"debug"}
+    info = [line["event"] for line in logs if line["log_level"] == "info" and line.get("job_id") == job_id]
+    assert info == ["job.completed"], info
