@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from worker.settings import Settings
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -74,6 +76,14 @@ class Processes:
     def worker(self, log_path: Path, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
         """:func:`start_worker`: ``python -m worker run`` with ``settings``, output to ``log_path``."""
         return self.adopt(start_worker(log_path, *args, **settings))
+
+    def crawler(
+        self, settings: Settings, catalog: Path, tmp_path: Path, name: str = "worker", **extra: Any
+    ) -> subprocess.Popen[bytes]:
+        """A worker process on ``settings``' Redis and queue with ``catalog``, data under ``tmp_path / "data"``,
+        output to ``tmp_path / f"{name}.log"``; ``extra`` settings on top."""
+        common = {"redis_url": settings.redis_url, "queue_name": settings.queue_name, "catalog_file": catalog}
+        return self.worker(tmp_path / f"{name}.log", **{**common, "data_dir": tmp_path / "data", **extra})
 
     def adopt(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
         """Take ``proc``, started by another helper (one that waits for its port, say), into the group."""

@@ -22,14 +22,7 @@ async def test_sigterm_mid_job_drains_and_exits_0(
     """SIGTERM while a 3 s crawl runs: no new job is taken, the crawl finishes, the process exits 0."""
     settings = make_settings()
     catalog = write_catalog(tmp_path / "catalog.toml", {"slow": SLOW, "next": SLOW})
-    proc = processes.worker(
-        tmp_path / "worker.log",
-        redis_url=settings.redis_url,
-        queue_name=settings.queue_name,
-        catalog_file=catalog,
-        data_dir=tmp_path / "data",
-        concurrency=1,
-    )
+    proc = processes.crawler(settings, catalog, tmp_path, concurrency=1)
     job_id = await add_crawl(queue, "mock", "slow")
     await wait_state(queue, job_id, ["active"], timeout=20)
     await asyncio.sleep(0.5)
@@ -48,14 +41,7 @@ async def test_second_signal_stops_at_once(
     settings = make_settings()
     long = {"connector": "mock", "config": {"items": 200, "step_size": 1, "step_delay_s": 0.1}}
     catalog = write_catalog(tmp_path / "catalog.toml", {"long": long})
-    proc = processes.worker(
-        tmp_path / "worker.log",
-        redis_url=settings.redis_url,
-        queue_name=settings.queue_name,
-        catalog_file=catalog,
-        data_dir=tmp_path / "data",
-        drain_timeout_s=60,
-    )
+    proc = processes.crawler(settings, catalog, tmp_path, drain_timeout_s=60)
     job_id = await add_crawl(queue, "mock", "long")
     await wait_state(queue, job_id, ["active"], timeout=20)
     proc.send_signal(signal.SIGTERM)

@@ -28,14 +28,7 @@ async def test_worker_survives_a_redis_outage_and_resumes(
     private_redis.start()
     settings = make_settings(redis_url=private_redis.url)
     catalog = write_catalog(tmp_path / "catalog.toml", {"c": {"connector": "mock", "config": {"items": 3}}})
-    proc = processes.worker(
-        tmp_path / "worker.log",
-        redis_url=private_redis.url,
-        queue_name=settings.queue_name,
-        catalog_file=catalog,
-        data_dir=tmp_path / "data",
-        redis_retry_delay_ms=500,
-    )
+    proc = processes.crawler(settings, catalog, tmp_path, redis_url=private_redis.url, redis_retry_delay_ms=500)
     await asyncio.sleep(2)
     private_redis.stop()
     await asyncio.sleep(6)

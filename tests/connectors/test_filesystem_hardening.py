@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bullmq import Queue
 
 from tests.connectors.test_filesystem import crawl
-from tests.helpers import add_crawl, catalog_of, open_queue, running_app, wait_state
-from tests.proc import start_worker, write_catalog
+from tests.helpers import add_crawl, catalog_of, running_app, wait_state
+from tests.proc import Processes, write_catalog
 from worker.connectors.base import ConnectorContext
 from worker.connectors.filesystem import FILES, FilesystemConfig, FilesystemConnector
 from worker.crawlstate import MemoryRunData
@@ -294,7 +295,7 @@ async def test_a_cancelled_step_stops_reading_after_the_current_file(
 
 
 async def test_sigterm_stops_a_worker_crawling_a_tree_with_a_fifo(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], tmp_path: Path, queue: Queue, processes: Processes
 ) -> None:
     """A FIFO first in the tree: the crawl does not hang on it, and SIGTERM stops the worker within its deadlines."""
     settings = make_settings()
@@ -305,36 +306,22 @@ async def test_sigterm_stops_a_worker_crawling_a_tree_with_a_fifo(
         (root / f"f{i:03d}.txt").write_text(str(i))
     config = {"root": str(root), "batch_size": 10, "max_files_per_second": 100}
     catalog = write_catalog(tmp_path / "catalog.toml", {"fs": {"connector": "filesystem", "config": config}})
-    queue = open_queue(settings)
-    proc = start_worker(
-        tmp_path / "worker.log",
-        redis_url=settings.redis_url,
-        queue_name=settings.queue_name,
-        catalog_file=catalog,
-        data_dir=tmp_path / "data",
-        drain_timeout_s=1,
-        handoff_timeout_s=1,
-    )
-    try:
-        with _unblocking(root / "a.pipe"):
-            job_id = await add_crawl(queue, "filesystem", "fs")
-            await wait_state(queue, job_id, ["active"], timeout=20)
-            await asyncio.sleep(1)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = await asyncio.to_thread(proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                pytest.fail("the worker did not stop on SIGTERM within 15 s")
-        assert code == 0, (tmp_path / "worker.log").read_text()[-2000:]
-        assert await queue.getJobState(job_id) in ("waiting", "delayed", "prioritized"), "handed off at its checkpoint"
-    finally:
-        proc.kill()
-        proc.wait(5)
-        await queue.close()
+    proc = processes.crawler(settings, catalog, tmp_path, drain_timeout_s=1, handoff_timeout_s=1)
+    with _unblocking(root / "a.pipe"):
+        job_id = await add_crawl(queue, "filesystem", "fs")
+        await wait_state(queue, job_id, ["active"], timeout=20)
+        await asyncio.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the worker did not stop on SIGTERM within 15 s")
+    assert code == 0, (tmp_path / "worker.log").read_text()[-2000:]
+    assert await queue.getJobState(job_id) in ("waiting", "delayed", "prioritized"), "handed off at its checkpoint"
 
 
 async def test_the_outcome_counts_an_unreadable_directory_and_odd_names_pass_through_redis(
-    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queue: Queue
 ) -> None:
     """Through the worker: a non-UTF-8 name is stored in Redis and the JSONL file; an unreadable directory is a
     failure in the job's outcome, and the next run deletes nothing under it."""
@@ -344,19 +331,15 @@ async def test_the_outcome_counts_an_unreadable_directory_and_odd_names_pass_thr
     Path(os.fsdecode(os.fsencode(root) + b"/caf\xe9.txt")).write_bytes(b"latin-1")
     settings = make_settings()
     catalog = catalog_of(fs={"connector": "filesystem", "config": {"root": str(root), "batch_size": 1}})
-    queue = open_queue(settings)
     scandir = _unlistable(b"/sub")
-    try:
-        async with running_app(settings, catalog):
-            first = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
-            assert await wait_state(queue, first, ["completed", "failed"]) == "completed"
-            monkeypatch.setattr(os, "scandir", scandir)
-            second = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
-            assert await wait_state(queue, second, ["completed", "failed"]) == "completed"
-        first_result = (await queue.getJob(first)).returnvalue
-        second_result = (await queue.getJob(second)).returnvalue
-    finally:
-        await queue.close()
+    async with running_app(settings, catalog):
+        first = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
+        assert await wait_state(queue, first, ["completed", "failed"]) == "completed"
+        monkeypatch.setattr(os, "scandir", scandir)
+        second = await add_crawl(queue, "filesystem", "fs", removeOnComplete=False)
+        assert await wait_state(queue, second, ["completed", "failed"]) == "completed"
+    first_result = (await queue.getJob(first)).returnvalue
+    second_result = (await queue.getJob(second)).returnvalue
     assert (first_result["documents"], first_result["failures"]) == (2, 0)
     assert (second_result["documents"], second_result["deleted"], second_result["failures"]) == (0, 0, 1)
     (jsonl,) = (tmp_path / "data").rglob("documents.jsonl")

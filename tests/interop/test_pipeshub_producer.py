@@ -97,6 +97,17 @@ def _route_all_to_mock() -> Catalog:
     return Catalog.from_entries({}, {"*": InstanceEntry(connector="mock", config={"items": 2})})
 
 
+async def _reconcile(
+    redis_url: str, queue: str, connector: str, connector_id: str, package: str = "bullmq5", **extra: Any
+) -> dict[str, Any]:
+    """PipesHub's connector-reconcile path (an ``interval`` schedule, 1 minute unless ``extra`` says otherwise)."""
+    args = {"connector": connector, "connectorId": connector_id, "orgId": ORG, "ownerUserId": OWNER}
+    added: dict[str, Any] = await aproducer(
+        redis_url, queue, package, "reconcile", {**args, "intervalMinutes": 1, **extra}
+    )
+    return added
+
+
 @pytest.fixture
 def twin(redis_url: str, queue_name: str) -> Iterator[str]:
     """A second queue for the Node oracle worker; its keys are deleted afterwards."""
@@ -110,19 +121,8 @@ async def _schedule_everything(redis_url: str, queue: str, package: str) -> list
     calls = [{**s, "orgId": ORG, "userId": OWNER} for s in _scenarios()]
     added: list[dict[str, Any]] = await aproducer(redis_url, queue, package, "schedule", calls)
     added.append(
-        await aproducer(
-            redis_url,
-            queue,
-            package,
-            "reconcile",
-            {
-                "connector": "Notion",
-                "connectorId": "c-interval",
-                "orgId": ORG,
-                "ownerUserId": OWNER,
-                "intervalMinutes": 30,
-                "timezone": "Asia/Tokyo",
-            },
+        await _reconcile(
+            redis_url, queue, "Notion", "c-interval", package=package, intervalMinutes=30, timezone="Asia/Tokyo"
         )
     )
     return added
@@ -189,20 +189,7 @@ async def test_a_repeat_every_1500_ms_runs_consecutive_ticks_with_the_producers_
 ) -> None:
     """PipesHub's reconcile path with a 1.5 s interval: 3 consecutive ticks complete, each with the producer's data."""
     settings = make_settings()
-    added = await aproducer(
-        redis_url,
-        settings.queue_name,
-        package,
-        "reconcile",
-        {
-            "connector": "Confluence",
-            "connectorId": "c-fast",
-            "orgId": ORG,
-            "ownerUserId": OWNER,
-            "intervalMinutes": 1,
-            "everyMs": 1500,
-        },
-    )
+    added = await _reconcile(redis_url, settings.queue_name, "Confluence", "c-fast", package=package, everyMs=1500)
     first = await job_hash(redis_client, settings.queue_name, added["jobId"])
     key = added["jobId"].rsplit(":", 1)[0]
 
@@ -249,19 +236,7 @@ async def test_a_failed_or_retried_tick_leaves_exactly_one_next_tick(
 ) -> None:
     """A tick that fails for good, and one retried after a transient failure: one next tick, one interval later."""
     settings = make_settings()
-    added = await aproducer(
-        settings.redis_url,
-        settings.queue_name,
-        "bullmq5",
-        "reconcile",
-        {
-            "connector": "Box",
-            "connectorId": f"c-{case}",
-            "orgId": ORG,
-            "ownerUserId": OWNER,
-            "intervalMinutes": 1,
-        },
-    )
+    added = await _reconcile(settings.redis_url, settings.queue_name, "Box", f"c-{case}")
     tick, key = added["jobId"], added["jobId"].rsplit(":", 1)[0]
     await redis_client.zadd(f"bull:{settings.queue_name}:delayed", {tick: 0})  # due now (the producer's backoff stays)
     catalog = Catalog.from_entries({}, {"*": InstanceEntry(connector="mock", config=config)})
@@ -280,20 +255,7 @@ async def test_two_workers_racing_for_ticks_create_each_next_tick_once(
 ) -> None:
     """Two worker processes on one schedule: every tick runs once and each has exactly one successor."""
     settings = make_settings(concurrency=3)
-    added = await aproducer(
-        redis_url,
-        settings.queue_name,
-        "bullmq5",
-        "reconcile",
-        {
-            "connector": "Dropbox",
-            "connectorId": "c-race",
-            "orgId": ORG,
-            "ownerUserId": OWNER,
-            "intervalMinutes": 1,
-            "everyMs": 1000,
-        },
-    )
+    added = await _reconcile(redis_url, settings.queue_name, "Dropbox", "c-race", everyMs=1000)
     key = added["jobId"].rsplit(":", 1)[0]
     other = make_settings(concurrency=3)
     async with running_app(settings, _route_all_to_mock()), running_app(other, _route_all_to_mock()):
@@ -326,19 +288,7 @@ async def test_a_tick_whose_worker_is_killed_mid_run_leaves_exactly_one_next_tic
 ) -> None:
     """kill -9 during a tick: one next tick exists before and after the tick is recovered and completed."""
     settings = make_settings()
-    added = await aproducer(
-        settings.redis_url,
-        settings.queue_name,
-        "bullmq5",
-        "reconcile",
-        {
-            "connector": "OneDrive",
-            "connectorId": "c-killed",
-            "orgId": ORG,
-            "ownerUserId": OWNER,
-            "intervalMinutes": 1,
-        },
-    )
+    added = await _reconcile(settings.redis_url, settings.queue_name, "OneDrive", "c-killed")
     tick, key = added["jobId"], added["jobId"].rsplit(":", 1)[0]
     await redis_client.zadd(f"bull:{settings.queue_name}:delayed", {tick: 0})
     catalog = _rule_catalog(tmp_path / "catalog.toml", {"items": 6, "step_size": 1, "kill_at_item": 3})

@@ -126,15 +126,8 @@ async def test_sigterm_drains_with_the_port_still_answering(
     port = free_port()
     slow = {"items": 6, "step_size": 1, "step_delay_s": 0.5}
     catalog = write_catalog(tmp_path / "catalog.toml", {"slow": {"connector": "mock", "config": slow}})
-    proc = processes.worker(
-        tmp_path / "worker.log",
-        redis_url=settings.redis_url,
-        queue_name=settings.queue_name,
-        catalog_file=catalog,
-        data_dir=tmp_path / "data",
-        metrics_enabled=True,
-        metrics_host="127.0.0.1",
-        metrics_port=port,
+    proc = processes.crawler(
+        settings, catalog, tmp_path, metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=port
     )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
 
