@@ -14,7 +14,7 @@ def test_installed_bullmq_is_the_version_the_adapter_overrides() -> None:
     """Another bullmq fails loudly here, naming what to re-check before the pin in pyproject.toml moves."""
     installed = version("bullmq")
     assert installed == PINNED, (
-        f"bullmq {installed} is installed; worker/consumer.py is written against {PINNED}. Before moving the pin, "
+        f"bullmq {installed} is installed; worker/worker_loop.py is written against {PINNED}. Before moving the pin, "
         "re-check against the new version: Worker.run / processJob / moveToActive / nextJobFromJobData / "
         "_ensure_client_names (overridden), Scripts.moveToCompletedArgs / moveToFinished packing (args[7]), "
         "Job.fromJSON and moveToFailed/updateStacktrace, RedisBackend.blocking_connection, LockManager, and the "
@@ -36,4 +36,4 @@ def _bullmq_importers() -> set[str]:
 
 def test_only_the_adapter_imports_bullmq() -> None:
     """bullmq is touched in the adapter's two modules, consumer and producer, and nowhere else."""
-    assert _bullmq_importers() == {"worker/consumer.py", "worker/queue.py"}
+    assert _bullmq_importers() == {"worker/consumer.py", "worker/worker_loop.py", "worker/queue.py"}

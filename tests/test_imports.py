@@ -10,7 +10,7 @@ import pytest
 from tests.proc import REPO, worker_env
 from worker.imports import cycles, dot, graph, upward
 
-JOB_STACK = {"worker.dispatch", "worker.runner", "worker.runs", "worker.consumer", "worker.app"}
+JOB_STACK = {"worker.dispatch", "worker.runner", "worker.runs", "worker.consumer", "worker.worker_loop", "worker.app"}
 
 
 def _closure(module: str) -> set[str]:

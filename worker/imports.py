@@ -19,6 +19,7 @@ FLOW = (
     ("worker.cli",),
     ("worker.app", "worker.demo", "worker.jobs_cli", "worker.api", "worker.serving", "worker.ui"),
     ("worker.consumer",),
+    ("worker.worker_loop",),
     ("worker.dispatch",),
     ("worker.runner",),
     ("worker.connectors",),
