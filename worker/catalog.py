@@ -170,18 +170,22 @@ class Catalog:
 
     def resolve(self, connector_id: str, connector: str) -> Route:
         """What serves a job: the instance's entry, else the rule for its connector type, else the
-        ``"*"`` rule; UnconfiguredInstance when none applies."""
-        try:
-            return Route(self.get(connector_id))
-        except UnconfiguredInstance:
-            key = normalize_connector(connector)
-            for rule in (key, ANY_TYPE):
-                if (entry := self._types.get(rule)) is not None:
-                    return Route(entry, rule)
-            raise UnconfiguredInstance(
-                f'connectorId {connector_id!r} is not configured: the catalog has no [instances."{connector_id}"] '
-                f'entry and no [connector_types] rule for {key!r} or "*"'
-            ) from None
+        ``"*"`` rule; UnconfiguredInstance when none applies.
+
+        With a rule in place a miss is the common case (every delegated job): it checks the file no more
+        often than a hit does, so a newly added instance is found within ``check_interval_s``.
+        """
+        key = normalize_connector(connector)
+        entry = self._find(connector_id, miss_checks_file=not (key in self._types or ANY_TYPE in self._types))
+        if entry is not None:
+            return Route(entry)
+        for rule in (key, ANY_TYPE):  # the rules as the file holds them now (_find may have reloaded it)
+            if (ruled := self._types.get(rule)) is not None:
+                return Route(ruled, rule)
+        raise UnconfiguredInstance(
+            f'connectorId {connector_id!r} is not configured: the catalog has no [instances."{connector_id}"] '
+            f'entry and no [connector_types] rule for {key!r} or "*"'
+        )
 
     def get(self, connector_id: str) -> InstanceEntry:
         """The entry for ``connector_id``; UnconfiguredInstance if there is none.
@@ -189,16 +193,23 @@ class Catalog:
         The file is checked for changes at most every ``check_interval_s`` while lookups find their
         entry, and on every miss, so a newly added instance is found at once.
         """
-        now = time.monotonic()
-        entry = self._entries.get(connector_id) if now - self._checked_at < self.check_interval_s else None
-        if entry is None:  # time to look at the file again, or not there: maybe it was just added
-            self._checked_at = now
-            self._reload()
-            entry = self._entries.get(connector_id)
+        entry = self._find(connector_id, miss_checks_file=True)
         if entry is None:  # the reason is read by whoever reads the queue: no path, no catalog size
             raise UnconfiguredInstance(
                 f'connectorId {connector_id!r} is not configured: add an [instances."{connector_id}"] entry'
             )
+        return entry
+
+    def _find(self, connector_id: str, *, miss_checks_file: bool) -> InstanceEntry | None:
+        """The entry, the file checked for changes at most every ``check_interval_s`` (and on a miss when
+        ``miss_checks_file``: maybe the instance was just added)."""
+        now = time.monotonic()
+        due = now - self._checked_at >= self.check_interval_s
+        entry = None if due else self._entries.get(connector_id)
+        if due or (entry is None and miss_checks_file):
+            self._checked_at = now
+            self._reload()
+            entry = self._entries.get(connector_id)
         return entry
 
     def _reload(self, *, force: bool = False) -> None:

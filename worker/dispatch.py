@@ -143,11 +143,10 @@ class Dispatcher:
 
     def _route(self, data: CrawlingJobData) -> tuple[InstanceEntry, AnyConnector]:
         """The catalog entry and connector class that serve the job (PermanentError if none does)."""
-        installed = data.connector_key in self.registry.names()
         try:
             route = self.catalog.resolve(data.connector_id, data.connector)
         except UnconfiguredInstance:
-            if not installed:
+            if data.connector_key not in self.registry:
                 names = ", ".join(self.registry.names())
                 raise UnknownConnector(
                     f"connector {data.connector_key!r} is not installed (installed: {names}) "
@@ -157,7 +156,7 @@ class Dispatcher:
         entry = route.entry
         cls = self.registry.get(entry.connector)
         if route.rule is None and entry.connector_key != data.connector_key and not cls.serves_any_type:
-            if not installed:
+            if data.connector_key not in self.registry:
                 self.registry.get(data.connector_key)  # raises UnknownConnector, listing what is installed
             raise UnconfiguredInstance(
                 f"connectorId {data.connector_id!r} is configured as connector {entry.connector_key!r}, "

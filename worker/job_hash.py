@@ -76,13 +76,18 @@ def _option_problem(opts: dict[str, Any]) -> str | None:
     return None
 
 
+def stored_bytes(text: str) -> int:
+    """The size of ``text`` as Redis stored it (UTF-8; bytes that were not UTF-8 read as lone surrogates).
+    ASCII, as JSON usually is, is a byte a character: counted without copying it to count it."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+
+
 def size_problem(raw: dict[str, Any], *, max_data_bytes: int) -> str | None:
     """The data's size, checked before it is parsed (a 64 MB payload is refused without being read)."""
     data = raw.get("data") or ""
     if len(data) <= max_data_bytes // 4:  # at most 4 bytes a character: no need to count
         return None
-    # ASCII (JSON usually is): a byte a character, counted without copying 64 MB to count it
-    size = len(data) if data.isascii() else len(data.encode("utf-8", "surrogateescape"))
+    size = stored_bytes(data)
     return f"job data is {size} bytes, above job_data_max_bytes={max_data_bytes}" if size > max_data_bytes else None
 
 

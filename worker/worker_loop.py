@@ -274,10 +274,11 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         delay_until: int = 0,
         token: str | None = None,
     ) -> Job | None:
-        """bullmq's ``nextJobFromJobData``, with Node 5.56's repeat step and undecodable jobs failed.
+        """bullmq's ``nextJobFromJobData``, with the repeat step of the producer's Node generation and
+        unreadable jobs failed.
 
-        A job whose data or options are not JSON is returned with a deferred failure (failed at once
-        with a clear reason, no attempts spent) instead of raising, which would leave it active until
+        A job the port cannot read (``worker/job_hash.py``) is returned with a deferred failure (failed at
+        once with a clear reason, no attempts spent) instead of raising, which would leave it active until
         its lock expired, over and over.
         """
         self.limitUntil = max(limit_until, 0) or 0
@@ -302,7 +303,7 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
             job = await self._unreadable(job_data, job_id, reason)
         assert job is not None
         job.token = token
-        job.data_bytes = len(str(job_data.get("data", "")).encode("utf-8", "surrogateescape"))  # as stored
+        job.data_bytes = job_hash.stored_bytes(str(job_data.get("data", "")))
         await self._next_tick(job_data, job)
         return job
 
@@ -335,11 +336,8 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         Redis errors propagate (the tick stays active, is recovered as stalled, and its next pickup
         tries again); options that cannot repeat end the schedule, logged.
         """
-        try:
-            opts = json.loads(job_data.get("opts") or "{}")
-        except ValueError:
-            return
-        if not isinstance(opts, dict) or not isinstance(opts.get("repeat"), dict) or job_data.get("nrjid"):
+        opts = _tick_options(job_data, job)
+        if opts is None:
             return
         scheduler_id = job_data.get("rjk")
         if not scheduler_id:
@@ -391,6 +389,19 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
 
     #: Node BullMQ 5.56.1's updateJobScheduler script, registered on the worker's client at start-up.
     _update_scheduler: Any
+
+
+def _tick_options(job_data: dict[str, Any], job: Job) -> dict[str, Any] | None:
+    """The stored options (short keys, as Node's step reads them) of a repeat tick whose next tick is still to
+    be made; None for every other job, decided from the options the port parsed already (no second parse),
+    except for a tick failed as unreadable, whose stored options are read as they are."""
+    if job_data.get("nrjid") or (job.deferredFailure is None and not isinstance(job.opts.get("repeat"), dict)):
+        return None
+    try:
+        opts = json.loads(job_data.get("opts") or "{}")
+    except (ValueError, RecursionError):
+        return None
+    return opts if isinstance(opts, dict) and isinstance(opts.get("repeat"), dict) else None
 
 
 #: The keys of bullmq's ``moveToActive`` script, in order.

@@ -47,6 +47,10 @@ class Registry:
         """Installed connector names, sorted."""
         return sorted(self._connectors)
 
+    def __contains__(self, name: object) -> bool:
+        """Is a connector of that (normalised) name installed?"""
+        return isinstance(name, str) and normalize_connector(name) in self._connectors
+
     def get(self, name: str) -> AnyConnector:
         """The class for ``name`` (normalised); UnknownConnector lists what is installed."""
         key = normalize_connector(name)
