@@ -5,18 +5,28 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := tests/interop/node_modules/.installed-stamp
 
-.PHONY: all install node run test lint format bench clean
+.PHONY: all install node run test lint format bench lock clean
 
 ## `make` alone: lint, then test.
 all: lint test
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,demo]'
 	touch $@
+
+## Re-pin constraints.txt (every dependency's exact version, what CI installs) to the newest releases the
+## ranges in pyproject.toml admit; run the tests, then commit both.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[dev,demo,bench]'
+	( echo '# Exact versions CI and `make install` use (make lock re-pins them); ranges live in pyproject.toml.'; \
+	  .lock-venv/bin/pip freeze --exclude-editable ) > constraints.txt
+	rm -rf .lock-venv
 
 node: $(NODE_STAMP)
 
@@ -45,7 +55,7 @@ format: install
 
 ## Benchmarks (docs/benchmarks.md). The crawl benchmark serves its sites with nginx (Debian's package).
 bench: install node
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
 	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 || \
 		 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null))
