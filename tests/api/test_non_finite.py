@@ -44,7 +44,12 @@ async def test_non_finite_fields_never_make_reads_answer_500(
     http: httpx.AsyncClient, non_finite: dict[str, str]
 ) -> None:
     """Listing (plain and filtered), each job, its logs and both exports answer 200 and show every job."""
-    for params in ({"limit": 100}, {"limit": 100, "connector": "mock"}, {"createdAfter": "2000-01-01T00:00:00Z"}):
+    filters: list[dict[str, str | int]] = [
+        {"limit": 100},
+        {"limit": 100, "connector": "mock"},
+        {"createdAfter": "2000-01-01T00:00:00Z"},
+    ]
+    for params in filters:
         listing = await http.get("/v1/jobs", params=params, headers=auth(READ))
         assert listing.status_code == 200, (params, listing.text[:300])
         assert {job["id"] for job in listing.json()["jobs"]} <= set(non_finite.values())
