@@ -22,6 +22,7 @@ from worker.catalog import Catalog
 from worker.connections import AutoPipeline, RedisClient, make_client, redact_url
 from worker.connectors.registry import Registry, build_registry
 from worker.consumer import QueueWorker
+from worker.deferrals import Deferrals
 from worker.dispatch import Dispatcher
 from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger, reap, suppressed
@@ -182,6 +183,7 @@ class App:
             lookup_env=environment_secret,
             stats=stats,
             sync_events=sync_events,
+            deferrals=Deferrals(self.client, prefix=s.prefix, queue=s.queue_name, delay_s=s.duplicate_run_delay_s),
         )
         worker = QueueWorker(
             s,

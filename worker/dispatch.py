@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from worker.catalog import Catalog, EnvLookup, InstanceEntry
 from worker.connectors.base import ConnectorContext
 from worker.connectors.registry import AnyConnector, Registry
+from worker.deferrals import Deferrals
 from worker.errors import (
     HandOff,
     InstanceBusy,
@@ -100,6 +101,7 @@ class Dispatcher:
         lookup_env: EnvLookup,
         stats: StatsRecorder | None = None,
         sync_events: SyncEventPublisher | None = None,
+        deferrals: Deferrals | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -109,6 +111,7 @@ class Dispatcher:
         self.lookup_env = lookup_env
         self.stats = stats
         self.sync_events = sync_events
+        self.deferrals = deferrals
         self.worker_name = settings.worker_name
         self._blobs = Path(settings.data_dir) / "blobs"
         # Lease tokens: unique per attempt across processes and restarts (a random prefix per process).
@@ -201,16 +204,20 @@ class Dispatcher:
             await instance.validate()
             run = await self.runner.run(request, instance, progress, job.handoff)
         except InstanceBusy as exc:
+            reason = str(exc)
             if self.settings.duplicate_run_policy != "skip":
-                raise
+                holder = None if self.deferrals is None else await self.deferrals.claim(request.instance_key, job.id)
+                if holder is None:
+                    raise
+                reason = f"superseded: job {holder} is already deferred for this connector instance"
             skipped = JobOutcome(
                 status="skipped",
                 connector=request.connector,
                 connector_id=request.connector_id,
                 run_id="",
-                reason=str(exc),
+                reason=reason,
             )
-            return Completion(skipped.model_dump(mode="json", exclude_none=True), log=f"skipped: {exc}")
+            return Completion(skipped.model_dump(mode="json", exclude_none=True), log=f"skipped: {reason}")
         finally:
             await instance.aclose()
         outcome = run.outcome
