@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from worker.catalog import Catalog, EnvLookup, InstanceEntry
+from worker.catalog import ANY_TYPE, Catalog, EnvLookup, InstanceEntry
 from worker.connectors.base import ConnectorContext
 from worker.connectors.registry import AnyConnector, Registry
 from worker.errors import (
@@ -154,6 +154,13 @@ class Dispatcher:
                 ) from None
             raise
         entry = route.entry
+        if route.rule == ANY_TYPE and data.connector_key in self.registry and entry.connector_key != data.connector_key:
+            # "*" hands the platform's own connector types on; a job naming a connector this worker runs
+            # itself needs its instance (delegating it would "complete" a crawl nobody performs).
+            raise UnconfiguredInstance(
+                f"connectorId {data.connector_id!r} is not configured: connector {data.connector_key!r} runs in this "
+                f'worker and needs an [instances."{data.connector_id}"] entry (the "*" rule routes only other types)'
+            )
         cls = self.registry.get(entry.connector)
         if route.rule is None and entry.connector_key != data.connector_key and not cls.serves_any_type:
             if data.connector_key not in self.registry:
