@@ -168,6 +168,9 @@ async def test_a_read_only_container_crawls_a_mounted_directory_and_is_healthy_o
         assert _docker("exec", name, *probe, check=False).returncode != 0, f"{probe[0]} has pip"
     found = _docker("exec", name, "sh", "-c", "command -v gcc cc g++ pip pip3 || true").stdout.strip()
     assert found == "", f"build tools in the image: {found}"
+    # Without any mount, the declared volume still makes the data directory writable under --read-only.
+    bare = ["run", "--rm", "--read-only", "--tmpfs", "/tmp", "--entrypoint", "sh", containers.image]
+    assert _docker(*bare, "-c", "touch /var/lib/crawl-worker/probe && echo ok").stdout.strip() == "ok"
 
 
 async def test_sigterm_hands_the_crawl_back_and_a_killed_replicas_crawl_resumes_on_another(
