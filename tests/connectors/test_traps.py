@@ -10,15 +10,20 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from bullmq import Queue
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from tests.connectors.site import Reply, Site, html, serve, sitemap
+from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from worker import skips
 from worker.connectors.base import ConnectorContext
 from worker.connectors.web import WebCheckpoint, WebConfig, WebConnector
 from worker.crawlstate import MemoryRunData, StateChanges
 from worker.documents import Document
+from worker.settings import Settings
 from worker.web.frontier import FRONTIER
 from worker.web.traps import TrapLimits, Traps, calendar_template, looks_like_token
 from worker.web.urls import (
@@ -213,6 +218,82 @@ async def test_a_stored_frontier_with_an_invalid_url_resumes_to_the_end(tmp_path
         docs, skipped, _ = await crawl(defaults(site), tmp_path, data, WebCheckpoint(started=True))
     assert [d.title for d in docs] == ["Home"]
     assert skipped["invalid-url"] == 2
+
+
+async def run_job(settings: Settings, queue: Queue, site: Site, **config: Any) -> tuple[str, CollectorRegistry]:
+    """Crawl ``site`` as a PipesHub-shaped job through the real worker; (job id, the worker's metrics)."""
+    cfg = defaults(site, **config).model_dump(mode="json")
+    registry = CollectorRegistry()
+    async with running_app(settings, catalog_of(site={"connector": "web", "config": cfg}), registry=registry):
+        job_id = await add_crawl(queue, "web", "site")
+        assert await wait_state(queue, job_id, ["completed", "failed"], timeout=90) == "completed"
+    return job_id, registry
+
+
+async def crawl_trap_site(settings: Settings, queue: Queue) -> tuple[str, CollectorRegistry]:
+    """The trap site crawled through the worker with no depth or page limit to speak of."""
+    with serve(Site()) as site:
+        trap_site(site)
+        return await run_job(settings, queue, site, max_depth=100_000, max_pages=100_000)
+
+
+def skipped_metric(registry: CollectorRegistry, settings: Settings, reason: str) -> float:
+    """``crawl_worker_skipped_total`` of the web connector for ``reason``."""
+    labels = {"queue": settings.queue_name, "connector": "web", "reason": reason}
+    return registry.get_sample_value("crawl_worker_skipped_total", labels) or 0.0
+
+
+async def test_a_trap_crawl_job_reports_its_skips_everywhere(make_settings: Any, queue: Queue) -> None:
+    """Return value, progress, the job's log line, the metric and one crawl.truncated warning agree."""
+    settings = make_settings(progress_interval_s=0)
+    with capture_logs() as logs:
+        job_id, registry = await crawl_trap_site(settings, queue)
+    job = await queue.getJob(job_id)
+    result = job.returnvalue
+    assert result["truncated"] is True
+    skipped = result["skipped"]
+    assert {"trap:calendar", "trap:session-id", "trap:repeated-path-segment", "trap:query-permutations"} <= set(skipped)
+    assert job.progress["skipped"] == skipped
+    assert job.progress["truncated"] is True
+    (line,) = (await queue.getJobLogs(job_id))["logs"]
+    assert line.startswith(f"completed: {result['documents']} documents, {result['failures']} failures, ")
+    assert f"{sum(skipped.values())} skipped (" in line
+    assert all(f"{reason} {count}" in line for reason, count in skipped.items())
+    assert line.endswith("truncated: a budget, limit or trap guard cut the crawl short")
+    for reason, count in skipped.items():
+        assert skipped_metric(registry, settings, reason) == count
+    warnings = [e for e in logs if e["event"] == "crawl.truncated"]
+    assert len(warnings) == 1
+    assert warnings[0]["skipped"] == skipped
+
+
+async def test_a_flat_site_job_completes_untruncated(make_settings: Any, queue: Queue) -> None:
+    """The flat 400-page site through the worker: 400 documents, truncated false, no trap skip."""
+    settings = make_settings()
+    with serve(Site()) as site:
+        flat(site)
+        job_id, _ = await run_job(settings, queue, site, start_urls=[f"{site.base}/p0.html"], max_pages=400)
+    result = (await queue.getJob(job_id)).returnvalue
+    assert result["documents"] == 400
+    assert result["truncated"] is False
+    assert not any(reason.startswith("trap:") for reason in result["skipped"])
+
+
+async def test_huge_crawl_delay_and_bad_links_end_the_job_promptly(make_settings: Any, queue: Queue) -> None:
+    """Crawl-delay 10^8 on one host and a ``\\@`` link on the other: the job completes within 30 s, both counted."""
+    settings = make_settings()
+    with serve(Site()) as slow, serve(Site()) as site:
+        slow.routes["/robots.txt"] = (200, {"Content-Type": "text/plain"}, b"User-agent: *\nCrawl-delay: 100000000\n")
+        slow.routes["/"] = html("Slow home")
+        site.routes["/"] = html("Home", links=(bad_link(site),))
+        started = time.monotonic()
+        job_id, _ = await run_job(settings, queue, site, start_urls=[f"{site.base}/", f"{slow.base}/"])
+        elapsed = time.monotonic() - started
+    result = (await queue.getJob(job_id)).returnvalue
+    assert elapsed < 30
+    assert result["documents"] == 1
+    assert result["skipped"] == {"crawl-delay-too-long": 1, "invalid-url": 1}
+    assert result["truncated"] is True
 
 
 @settings(max_examples=400, deadline=None)
