@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from worker import skips
 from worker.catalog import ANY_TYPE, Catalog, EnvLookup, InstanceEntry
 from worker.connectors.base import ConnectorContext
 from worker.connectors.registry import AnyConnector, Registry
@@ -190,6 +191,7 @@ class Dispatcher:
             connector_type=data.connector,
             job_key=f"{job.id}@{job.timestamp_ms}",
             sync_events=self.sync_events,
+            handoff=job.handoff,
         )
         instance = cls(config, context)
         request = CrawlRequest(
@@ -224,7 +226,7 @@ class Dispatcher:
         return Completion(
             outcome.model_dump(mode="json", exclude_none=True),
             progress=progress.final,
-            log=f"completed: {outcome.documents} documents, {outcome.failures} failures",
+            log=_completion_line(outcome),
             after=(run.final_save,),
         )
 
@@ -285,3 +287,9 @@ class Dispatcher:
             self.metrics.job_failed_before_start(cls)
         else:
             self._finished(job, connector, outcome, started, cls)
+
+
+def _completion_line(outcome: JobOutcome) -> str:
+    """The job's last log line (``job.log``): documents, failures and skips by reason; whether it was cut short."""
+    line = f"completed: {outcome.documents} documents, {outcome.failures} failures, {skips.describe(outcome.skipped)}"
+    return line + "; truncated: a budget, limit or trap guard cut the crawl short" if outcome.truncated else line
