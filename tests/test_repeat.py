@@ -83,3 +83,23 @@ def test_options_that_cannot_repeat_are_errors(repeat: dict[str, object], messag
     """Node throws on these; the queue adapter logs the error and ends the schedule."""
     with pytest.raises(RepeatError, match=message):
         next_tick("k", "n", {"repeat": repeat}, _ms("2026-01-01T00:00:00+00:00"))
+
+
+def test_an_every_below_the_minimum_is_computed_as_the_minimum() -> None:
+    """every 1 (or true) with a 60 s minimum: the next tick is one minute after the current one, not 1 ms."""
+    tick = _ms("2026-01-01T00:00:00+00:00")
+    for every in (1, True):
+        opts = {"repeat": {"every": every, "count": 1, "offset": 0}, "prevMillis": tick}
+        made = next_tick("k", "n", opts, now_ms=tick + 5, min_every_ms=60_000)
+        assert made is not None
+        assert made.next_millis == tick + 60_000
+        assert made.opts["repeat"]["every"] == every, "the schedule is stored as sent"
+
+
+@pytest.mark.parametrize(
+    "repeat", [{"every": "abc"}, {"every": 1e300}, {"every": [1]}, {"pattern": "* * * * *", "tz": 5}]
+)
+def test_options_bullmq_never_writes_raise_a_repeat_error(repeat: dict[str, object]) -> None:
+    """Not a TypeError or OverflowError deep in the arithmetic: a RepeatError that names the option."""
+    with pytest.raises(RepeatError, match="job option repeat"):
+        next_tick("k", "n", {"repeat": repeat}, 0)

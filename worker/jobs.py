@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from worker.connections import RedisClient
 from worker.logs import get_logger
 from worker.models import JobStatus, State, normalize_connector
-from worker.status import JOB_FIELDS, Keys, to_status
+from worker.status import JOB_FIELDS, Keys, loads, to_status, whole
 from worker.stuck import is_stuck
 
 log = get_logger(__name__)
@@ -150,15 +150,12 @@ def _active_state(lock: Any) -> State:
 
 
 def _millis(value: str) -> int:
-    try:
-        return int(float(value))
-    except ValueError:
-        return 0
+    return whole(value) or 0
 
 
 def _decode(raw: str | None) -> Any:
     try:
-        return json.loads(raw) if raw else None
+        return loads(raw) if raw else None
     except (ValueError, RecursionError):  # unreadable data matches no data filter (and fails nothing)
         return None
 
@@ -182,6 +179,7 @@ local out = {#ids}
 for _, id in ipairs(ids) do
   local v = redis.call('HMGET', base .. id, 'data', 'timestamp')
   local raw, ts = v[1] or '', tonumber(v[2])
+  if ts and (ts ~= ts or ts == math.huge or ts == -math.huge) then ts = nil end  -- inf / nan: no readable time
   local ok = true
   if (after or before) and ts == nil then ok = false end  -- no readable creation time: no time filter matches
   if ok and after and ts < after then ok = false end

@@ -68,11 +68,59 @@ def cron_next(pattern: str, millis: int, repeat: dict[str, Any]) -> int | None:
     return next_millis
 
 
-def next_tick(scheduler_id: str, name: str, opts: dict[str, Any], now_ms: int) -> NextTick | None:
+#: The longest ``every`` a schedule may have (ten years): beyond it the next time overflows what Redis and
+#: msgpack hold (``every: 1e300``), and no crawl schedule needs it.
+MAX_EVERY_MS = 10 * 366 * 24 * 3600 * 1000
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (booleans count as 0 / 1, as JavaScript's arithmetic reads them)."""
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def options_problem(opts: dict[str, Any]) -> str | None:
+    """Why a tick's repeat options (``opts.repeat`` and ``opts.prevMillis``) cannot be computed with, in the
+    producer's terms; None when they can. BullMQ writes numbers where numbers go; anything else (``every:
+    "abc"``, ``[1]``, ``1e300``, ``count: "3"``, ``tz: 5``) fails the tick at once instead of raising in the
+    worker's loop on every pickup."""
+    repeat = opts.get("repeat")
+    if not isinstance(repeat, dict):
+        return None
+    every = repeat.get("every")
+    if every is not None and every is not False:
+        if not _is_number(every) or every < 0:
+            return f"job option repeat.every must be a number of milliseconds, got {_shown(every)}"
+        if every > MAX_EVERY_MS:
+            return f"job option repeat.every is {every:g} ms, above the longest schedule ({MAX_EVERY_MS} ms)"
+    numbers = {f"repeat.{key}": repeat.get(key) for key in ("count", "limit", "offset")}
+    numbers["prevMillis"] = opts.get("prevMillis")
+    for name, value in numbers.items():
+        if value is not None and not _is_number(value):
+            return f"job option {name} must be a number, got {_shown(value)}"
+    strings = {key: repeat.get(key) for key in ("pattern", "tz")}
+    wrong = next(
+        (key for key, value in strings.items() if value not in (None, "") and not isinstance(value, str)), None
+    )
+    return None if wrong is None else f"job option repeat.{wrong} must be a string, got {_shown(strings[wrong])}"
+
+
+def _shown(value: Any) -> str:
+    kind = "string" if isinstance(value, str) else "array" if isinstance(value, list) else type(value).__name__
+    kind = {"dict": "object", "float": "number", "int": "number", "NoneType": "null"}.get(kind, kind)
+    return f"{kind} {str(value)[:40]!r}"
+
+
+def next_tick(
+    scheduler_id: str, name: str, opts: dict[str, Any], now_ms: int, *, min_every_ms: int = 0
+) -> NextTick | None:
     """``JobScheduler.upsertJobScheduler(id, opts.repeat, name, data, opts, {override: false})`` of
     Node BullMQ 5.56.1, up to the script call: None when the schedule has no next tick (``limit``
-    reached, past ``endDate``, or no next cron time). ``opts`` are the current tick's options."""
+    reached, past ``endDate``, or no next cron time). ``opts`` are the current tick's options. An
+    ``every`` below ``min_every_ms`` is computed as ``min_every_ms`` (a schedule may not flood the queue).
+    Options that are not what BullMQ writes raise RepeatError (:func:`options_problem`)."""
     del name  # Node passes it to the repeat strategy, whose default ignores it
+    if problem := options_problem(opts):
+        raise RepeatError(problem)
     repeat: dict[str, Any] = dict(opts.get("repeat") or {})
     every, limit, pattern, offset = (
         repeat.get("every"),
@@ -104,7 +152,8 @@ def next_tick(scheduler_id: str, name: str, opts: dict[str, Any], now_ms: int) -
     next_millis: int | None
     new_offset: float | None = None
     if every:
-        next_millis, new_offset = _every_next(float(every), start_millis, offset, bool(prev_millis or offset))
+        interval = max(float(every), float(min_every_ms))
+        next_millis, new_offset = _every_next(interval, start_millis, offset, bool(prev_millis or offset))
     else:
         next_millis = int(now) if repeat.get("immediately") else cron_next(str(pattern), now, repeat)
         if next_millis is not None and next_millis < now:

@@ -8,6 +8,7 @@ BullMQ keeps jobs in ``wait`` / ``paused`` (lists), ``prioritized`` (zset, still
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,13 +67,26 @@ def text(value: str | None) -> str | None:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _int(value: str | None) -> int | None:
+def whole(value: str | None) -> int | None:
+    """A stored number as an integer; None when it is missing, not a number or not finite (``inf``, ``nan``)."""
     if value in (None, ""):
         return None
     try:
-        return int(float(value))
+        number = float(value)
     except ValueError:
         return None
+    return int(number) if math.isfinite(number) else None
+
+
+def _finite(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def loads(raw: str) -> Any:
+    """``json.loads`` where non-finite numbers (``NaN``, ``Infinity``, ``1e999``) read as null: what is read
+    here is served as strict JSON, which has no such numbers."""
+    return json.loads(raw, parse_float=_finite, parse_constant=lambda _: None)
 
 
 def _json(value: str | None) -> Any:
@@ -80,7 +94,7 @@ def _json(value: str | None) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(value)
+        return loads(value)
     except (ValueError, RecursionError):
         return value
 
@@ -95,7 +109,7 @@ def parse_data(raw: str | None) -> CrawlingJobData | dict[str, Any]:
     if raw is None:
         return {}
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except RecursionError:
         return {"unreadable": "nested too deeply to read", "preview": raw[:RAW_PREVIEW]}
     except ValueError:
@@ -119,11 +133,11 @@ def to_status(job_id: str, fields: Sequence[str | None], state: State) -> JobSta
         name=text(f["name"]) or "",
         data=parse_data(f["data"]),
         progress=progress,
-        delay=_int(f["delay"]),
-        timestamp=_int(f["timestamp"]) or 0,
-        attempts_made=_int(f["attemptsMade"]) or _int(f["atm"]) or 0,
-        finished_on=_int(f["finishedOn"]),
-        processed_on=_int(f["processedOn"]),
+        delay=whole(f["delay"]),
+        timestamp=whole(f["timestamp"]) or 0,
+        attempts_made=whole(f["attemptsMade"]) or whole(f["atm"]) or 0,
+        finished_on=whole(f["finishedOn"]),
+        processed_on=whole(f["processedOn"]),
         failed_reason=text(f["failedReason"]) or None,
         state=state,
     )

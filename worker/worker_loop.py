@@ -298,7 +298,9 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
             except Exception:  # whatever the port cannot read, named in the producer's terms below
                 reason = job_hash.problem(job_data, max_data_bytes=self.max_data_bytes) or "job could not be read"
             else:
-                reason = job_hash.options_problem(job.opts)
+                reason = job_hash.options_problem(job.opts) or (
+                    None if job_data.get("nrjid") else repeat.options_problem(job.opts)
+                )
         if reason is not None:
             job = await self._unreadable(job_data, job_id, reason)
         assert job is not None
@@ -324,6 +326,8 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
 
     #: The largest job data read (``job_data_max_bytes``): larger jobs fail unparsed.
     max_data_bytes: int = 1_048_576
+    #: The shortest ``repeat.every`` a repeat tick's next tick is made with (``repeat_min_interval_s``).
+    min_every_ms: int = 60_000
 
     async def _next_tick(self, job_data: dict[str, Any], job: Job) -> None:
         """If ``job`` is a repeat tick, create its schedule's next tick as the producer's generation of
@@ -349,8 +353,21 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         if any(field is not None for field in record):  # a job scheduler: Node 6's iteration, the port's
             await self._with_retries(lambda: self._scheduleNextIteration(job))
             return
+        every = opts["repeat"].get("every")
+        if isinstance(every, int | float) and 0 < every < self.min_every_ms:
+            log.warning(
+                "repeat.clamped",
+                job_id=job.id,
+                scheduler=scheduler_id,
+                every_ms=every,
+                min_every_ms=self.min_every_ms,
+                reason=f"repeat.every {every} ms is below repeat_min_interval_s; the next tick is "
+                f"{self.min_every_ms} ms later",
+            )
         try:
-            tick = repeat.next_tick(scheduler_id, job.name, opts, int(time.time() * 1000))
+            tick = repeat.next_tick(
+                scheduler_id, job.name, opts, int(time.time() * 1000), min_every_ms=self.min_every_ms
+            )
         except RepeatError as exc:
             log.error("repeat.ended", job_id=job.id, scheduler=scheduler_id, reason=str(exc))
             return

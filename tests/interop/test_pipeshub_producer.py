@@ -188,7 +188,7 @@ async def test_a_repeat_every_1500_ms_runs_consecutive_ticks_with_the_producers_
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis, redis_url: str, package: str, queue: Queue
 ) -> None:
     """PipesHub's reconcile path with a 1.5 s interval: 3 consecutive ticks complete, each with the producer's data."""
-    settings = make_settings()
+    settings = make_settings(repeat_min_interval_s=0)  # a 1.5 s schedule, as sent
     added = await _reconcile(redis_url, settings.queue_name, "Confluence", "c-fast", package=package, everyMs=1500)
     first = await job_hash(redis_client, settings.queue_name, added["jobId"])
     key = added["jobId"].rsplit(":", 1)[0]
@@ -315,7 +315,7 @@ async def test_limit_end_date_and_immediately_are_honoured(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis, redis_url: str, queue: Queue
 ) -> None:
     """Node 5.56 repeat options: limit 3 runs 3 ticks, endDate stops the schedule, immediately runs the first now."""
-    settings = make_settings()
+    settings = make_settings(repeat_min_interval_s=0)  # 700 ms schedules, as sent
     queue_name = settings.queue_name
     data = {"connector": "Jira", "orgId": ORG, "userId": OWNER, "timestamp": "2026-08-22T10:00:00.000Z"}
     end = int(datetime.now(UTC).timestamp() * 1000) + 2500

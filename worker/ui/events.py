@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from worker.connections import RedisClient
-from worker.status import Keys
+from worker.status import Keys, loads
 
 BLOCK_MS = 15_000
 BATCH = 200
@@ -56,7 +56,7 @@ def to_message(fields: Mapping[str, str]) -> dict[str, Any] | None:
     message: dict[str, Any] = {"event": event, "jobId": job_id, "state": STATE_AFTER[event]}
     if event == "progress":
         try:
-            message["progress"] = percentage(json.loads(fields.get("data", "null")))
+            message["progress"] = percentage(loads(fields.get("data", "null")))
         except ValueError:
             return None
     elif event == "completed":

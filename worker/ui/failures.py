@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from worker.connections import RedisClient
-from worker.status import Keys
+from worker.status import Keys, whole
 from worker.ui.detail import UTF8_HEAD
 
 CHUNK = 500
@@ -97,7 +97,7 @@ async def _read(client: RedisClient, keys: Keys, ids: list[str]) -> list[tuple[s
     rows = await client.eval(_READ, len(ids), *(keys.job(i) for i in ids), REASON_CHARS)
     out = []
     for job_id, (reason, cls, connector, finished) in zip(ids, rows, strict=True):
-        finished_ms = int(float(finished)) if finished else 0
+        finished_ms = whole(str(finished)) or 0
         out.append((job_id, class_name(str(cls)), str(reason), str(connector), finished_ms))
     return out
 
