@@ -38,7 +38,7 @@ async def test_last_progress_and_log_land_before_completed(
     assert job.progress["percentage"] == 100
     assert job.returnvalue["documents"] == 3
     logs = await queue.getJobLogs(job_id)
-    assert logs["logs"] == ["completed: 3 documents, 0 failures"]
+    assert logs["logs"] == ["completed: 3 documents, 0 failures, 0 skipped"]
 
 
 async def test_completion_survives_a_redis_that_lost_its_scripts(
@@ -60,7 +60,7 @@ async def test_completion_survives_a_redis_that_lost_its_scripts(
         assert await wait_state(queue, second, ["completed", "failed"]) == "completed"
     job = await queue.getJob(second)
     assert job.progress["percentage"] == 100
-    assert (await queue.getJobLogs(second))["logs"] == ["completed: 3 documents, 0 failures"]
+    assert (await queue.getJobLogs(second))["logs"] == ["completed: 3 documents, 0 failures, 0 skipped"]
     events = await _events(client, settings.queue_name, second)
     assert events.index("progress") < events.index("completed")
 

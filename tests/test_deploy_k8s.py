@@ -240,6 +240,9 @@ def test_dockerfile_lints_clean() -> None:
     dockerfile = REPO / "deploy" / "docker" / "Dockerfile"
     result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+    services = REPO / "deploy" / "docker" / "services.Dockerfile"  # compose's Redis + Prometheus without a registry
+    result = subprocess.run([hadolint, str(services)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
     final_stage = dockerfile.read_text().rsplit("\nFROM ", 1)[1]
     assert re.search(r"^USER 10001:10001$", final_stage, re.M)
     assert not re.search(r"apt-get install|gcc|build-essential", final_stage)

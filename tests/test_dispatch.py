@@ -145,3 +145,15 @@ async def test_a_connector_type_rule_serves_ids_without_an_instance(
         "any-id",
         5,
     )
+
+
+async def test_the_any_type_rule_does_not_swallow_a_connector_this_worker_runs(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> None:
+    """A "*" rule handing types on to another connector leaves our own connectors' unknown ids unconfigured."""
+    catalog = Catalog.from_entries({}, {"*": InstanceEntry(connector="pipeshub-sync")})
+    dispatcher = _dispatcher(make_settings(), redis_client, catalog, CollectorRegistry())
+    with pytest.raises(UnconfiguredInstance) as raised:
+        await dispatcher.process(_job("mock", "x"))
+    assert "connector 'mock' runs in this worker" in str(raised.value)
+    assert classify(raised.value) is Next.FAIL

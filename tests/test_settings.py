@@ -64,3 +64,12 @@ def test_cli_exits_2_on_invalid_configuration() -> None:
     result = run_cli("check", lock_duration_ms="10")
     assert result.returncode == 2
     assert "lock_duration_ms" in result.stderr
+
+
+def test_the_test_suites_own_redis_variable_is_not_an_unknown_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README tells you to set CRAWL_WORKER_TEST_REDIS_URL for make test: the worker accepts it (and ignores it)."""
+    monkeypatch.setenv("CRAWL_WORKER_TEST_REDIS_URL", "redis://127.0.0.1:6399/5")
+    assert load().redis_url == "redis://127.0.0.1:6379/0"
+    monkeypatch.setenv("CRAWL_WORKER_TEST_REDIS_URLS", "x")  # a near miss is still refused
+    with pytest.raises(ConfigError, match="CRAWL_WORKER_TEST_REDIS_URLS"):
+        load()

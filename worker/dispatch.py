@@ -20,7 +20,8 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from worker.catalog import Catalog, EnvLookup, InstanceEntry
+from worker import skips
+from worker.catalog import ANY_TYPE, Catalog, EnvLookup, InstanceEntry
 from worker.connectors.base import ConnectorContext
 from worker.connectors.registry import AnyConnector, Registry
 from worker.deferrals import Deferrals
@@ -157,6 +158,13 @@ class Dispatcher:
                 ) from None
             raise
         entry = route.entry
+        if route.rule == ANY_TYPE and data.connector_key in self.registry and entry.connector_key != data.connector_key:
+            # "*" hands the platform's own connector types on; a job naming a connector this worker runs
+            # itself needs its instance (delegating it would "complete" a crawl nobody performs).
+            raise UnconfiguredInstance(
+                f"connectorId {data.connector_id!r} is not configured: connector {data.connector_key!r} runs in this "
+                f'worker and needs an [instances."{data.connector_id}"] entry (the "*" rule routes only other types)'
+            )
         cls = self.registry.get(entry.connector)
         if route.rule is None and entry.connector_key != data.connector_key and not cls.serves_any_type:
             if data.connector_key not in self.registry:
@@ -186,6 +194,7 @@ class Dispatcher:
             connector_type=data.connector,
             job_key=f"{job.id}@{job.timestamp_ms}",
             sync_events=self.sync_events,
+            handoff=job.handoff,
         )
         instance = cls(config, context)
         request = CrawlRequest(
@@ -224,7 +233,7 @@ class Dispatcher:
         return Completion(
             outcome.model_dump(mode="json", exclude_none=True),
             progress=progress.final,
-            log=f"completed: {outcome.documents} documents, {outcome.failures} failures",
+            log=_completion_line(outcome),
             after=(run.final_save,),
         )
 
@@ -285,3 +294,9 @@ class Dispatcher:
             self.metrics.job_failed_before_start(cls)
         else:
             self._finished(job, connector, outcome, started, cls)
+
+
+def _completion_line(outcome: JobOutcome) -> str:
+    """The job's last log line (``job.log``): documents, failures and skips by reason; whether it was cut short."""
+    line = f"completed: {outcome.documents} documents, {outcome.failures} failures, {skips.describe(outcome.skipped)}"
+    return line + "; truncated: a budget, limit or trap guard cut the crawl short" if outcome.truncated else line

@@ -90,12 +90,15 @@ class SourceError(CrawlWorkerError):
 
 
 class FetchError(SourceError):
-    """A page could not be fetched; ``retryable`` says whether a later run may succeed."""
+    """A page could not be fetched; ``retryable`` says whether a later run may succeed; ``skip`` (a reason of
+    ``worker.skips``) says it is not a failure but an item passed over (an invalid redirect target, a
+    Retry-After beyond every cap)."""
 
-    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+    def __init__(self, reason: str, *, retryable: bool = False, skip: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.skip = skip
 
 
 class BlockedAddress(SourceError):

@@ -94,6 +94,12 @@ class Metrics:
             [q, c, "status_class"],
             registry=registry,
         )
+        self.skipped_items = Counter(
+            "crawl_worker_skipped_total",
+            "Items (URLs, files) a crawl did not fetch, by reason (a fixed set, see worker/skips.py).",
+            [q, c, "reason"],
+            registry=registry,
+        )
         self.duration = Histogram(
             "crawl_worker_job_duration_seconds",
             "Processing time of one attempt.",
@@ -215,6 +221,10 @@ class Metrics:
     def fetched(self, connector: str, status_class: str, count: int = 1) -> None:
         """Source fetches by status class (``2xx``..``5xx``, ``error``)."""
         self._child(self.fetches, self.connector_label(connector), status_class).inc(count)
+
+    def skipped(self, connector: str, reason: str, count: int = 1) -> None:
+        """Items a crawl did not fetch, by reason (``reason`` is bounded by ``worker.skips``)."""
+        self._child(self.skipped_items, self.connector_label(connector), reason).inc(count)
 
     def set_slots(self, slots: int) -> None:
         """The process's concurrency."""

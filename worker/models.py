@@ -259,6 +259,10 @@ class JobOutcome(BaseModel):
     failures: int = 0
     steps: int = 0
     duration_ms: int = 0
+    #: Items (URLs, files) not fetched, by reason (``worker.skips``).
+    skipped: dict[str, int] = Field(default_factory=dict)
+    #: A budget, limit or trap guard cut the crawl short (``worker.skips.TRUNCATING``).
+    truncated: bool = False
     reason: str | None = None
     #: What the connector did besides documents (a delegated sync: the event it published).
     details: dict[str, Any] | None = None

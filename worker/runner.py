@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker import skips
 from worker.connections import ScriptCall
 from worker.connectors.base import Checkpoint, Connector, StepResult
 from worker.crawlstate import StateChanges
@@ -152,8 +153,19 @@ class Runner:
             failures=c.failures,
             steps=c.steps,
             duration_ms=round((time.monotonic() - started) * 1000),
+            skipped=dict(c.skipped),
+            truncated=skips.truncates(c.skipped),
             details=run.details or None,
         )
+        if outcome.truncated:  # one line per run that was cut short, whatever the connector
+            log.warning(
+                "crawl.truncated",
+                connector=request.connector,
+                connector_id=request.connector_id,
+                run_id=record.run_id,
+                documents=outcome.documents,
+                skipped=outcome.skipped,
+            )
         return RunResult(outcome, final_save)
 
     async def _steps(
@@ -263,6 +275,9 @@ class Runner:
         for key, count in step.stats.items():
             if key.startswith("fetches_") and count:
                 self.metrics.fetched(connector, key.removeprefix("fetches_"), count)
+        for reason, count in step.skipped.items():
+            if count:
+                self.metrics.skipped(connector, skips.reason(reason), count)
 
     async def _begin(
         self, request: CrawlRequest, connector: Connector[Any, Any], lease: Lease, lost: asyncio.Event
@@ -333,6 +348,8 @@ def _extra(record: RunRecord, request: CrawlRequest, resumed: bool) -> dict[str,
         "documents": c.documents - c.deleted,
         "deleted": c.deleted,
         "failures": c.failures,
+        "skipped": dict(c.skipped),
+        "truncated": skips.truncates(c.skipped),
         "totalIsEstimate": True,
         "resumed": resumed,
         "runId": record.run_id,

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
+from worker import skips
 from worker.connections import AutoPipeline, RedisClient, ScriptCall
 from worker.crawlstate import PUSH_FRONT, StateChanges
 from worker.errors import LeaseLost
@@ -102,6 +103,8 @@ class Counters:
     bytes: int = 0
     failures: int = 0
     steps: int = 0
+    #: Items not fetched, by reason (``worker.skips``).
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -190,6 +193,8 @@ class RunRecord:
         c.bytes += sum(doc.size for doc in step.documents)
         c.failures += len(step.failures)
         c.steps += 1
+        if step.skipped:
+            c.skipped = skips.merged(c.skipped, step.skipped)
         self.commits += 1
         self.state_size += step.changes.size
         self.state_names.extend(sorted(step.changes.names() - set(self.state_names)))

@@ -22,6 +22,9 @@ from worker.errors import ConfigError
 
 ENV_PREFIX = "CRAWL_WORKER_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
+#: The project's own variables under the prefix that are not settings: the config file's path, and the test
+#: suite's Redis (README); the worker accepts them in its environment and reads only the first.
+NOT_SETTINGS = frozenset({CONFIG_ENV, f"{ENV_PREFIX}TEST_REDIS_URL"})
 
 #: Processing-time buckets in seconds: 0.5 s to 4 h (crawls run for minutes to hours).
 DEFAULT_DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -194,7 +197,7 @@ def load(config_file: Path | None = None) -> Settings:
         key
         for key in os.environ
         if key.upper().startswith(ENV_PREFIX)
-        and key.upper() != CONFIG_ENV
+        and key.upper() not in NOT_SETTINGS
         and key.upper()[len(ENV_PREFIX) :].lower() not in Settings.model_fields
     )
     if unknown:

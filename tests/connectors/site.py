@@ -33,6 +33,8 @@ class Site:
     """Routes: path (with query) -> a reply or a function of the request count and headers."""
 
     routes: dict[str, Reply | Callable[[int, dict[str, str]], Reply]] = field(default_factory=dict)
+    #: Answers paths that have no route (generated sites: calendars, session ids), or None for a 404.
+    fallback: Callable[[str], Reply | None] | None = None
     log: list[str] = field(default_factory=list)
     hits: Counter[str] = field(default_factory=Counter)
     base: str = ""
@@ -51,7 +53,10 @@ def serve(site: Site) -> Iterator[Site]:
             site.log.append(self.path)
             site.hits[self.path] += 1
             route = site.routes.get(self.path)
-            if route is None:
+            generated = site.fallback(self.path) if route is None and site.fallback else None
+            if generated is not None:
+                status, headers, body = generated
+            elif route is None:
                 status, headers, body = 404, {"Content-Type": "text/plain"}, b"not found"
             elif callable(route):
                 status, headers, body = route(site.hits[self.path], dict(self.headers))

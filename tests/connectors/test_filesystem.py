@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
+from worker import skips
 from worker.connectors.base import ConnectorContext
 from worker.connectors.filesystem import FilesystemCheckpoint, FilesystemConfig, FilesystemConnector
 from worker.crawlstate import MemoryRunData
@@ -84,3 +86,24 @@ async def test_globs_size_limit_and_symlink_loop(tmp_path: Path) -> None:
     names = sorted(Path(d.source).name for d in step.documents)
     assert names == ["in.txt", "keep.txt"]
     assert [Path(f.source).name for f in step.failures] == ["big.txt"]
+
+
+async def test_files_not_read_are_counted_by_reason_once_per_run(tmp_path: Path) -> None:
+    """Excluded, oversized and non-regular entries are counted as skipped; a second attempt does not count again."""
+    for i in range(5):
+        (tmp_path / f"keep{i}.txt").write_text("k")
+    (tmp_path / "skip.log").write_text("s")
+    (tmp_path / "big.txt").write_text("x" * 5000)
+    os.mkfifo(tmp_path / "pipe.txt")
+    cfg = FilesystemConfig(root=tmp_path, exclude=["*.log"], max_file_size=1000, batch_size=2)
+    ctx = ConnectorContext(connector_id="fs", org_id="o", data_dir=tmp_path / ".blobs")
+    checkpoint = FilesystemConnector(cfg, ctx).initial_checkpoint(None)
+    skipped: Counter[str] = Counter()
+    while checkpoint.has_more:
+        connector = FilesystemConnector(cfg, ctx)  # every step a new attempt: the directory is listed again
+        step = await connector.run_step(FilesystemCheckpoint.model_validate_json(checkpoint.model_dump_json()))
+        await connector.aclose()
+        skipped.update(step.skipped)
+        checkpoint = step.checkpoint
+    assert skipped == {"excluded": 1, "too-large": 1, "not-regular": 1}
+    assert skips.truncates(skipped)

@@ -49,7 +49,7 @@ async function inspect(queue) {
       name: job.name, data: job.data, progress: job.progress, returnvalue: job.returnvalue,
       attemptsMade: job.attemptsMade, processedOn: job.processedOn, finishedOn: job.finishedOn,
       failedReason: job.failedReason, timestamp: job.timestamp, state: await job.getState(),
-      processedBy: job.processedBy,
+      processedBy: job.processedBy, logs: (await queue.getJobLogs(id)).logs,
     };
   }
   console.log(JSON.stringify(out));

@@ -21,7 +21,7 @@ from worker.settings import Settings
 pytestmark = pytest.mark.slow
 
 CATALOG = {
-    "ok": {"connector": "mock", "config": {"items": 20, "step_size": 10}},
+    "ok": {"connector": "mock", "config": {"items": 20, "step_size": 10, "skip_items_every": 7}},
     "bad": {"connector": "mock", "config": {"invalid_credentials": True}},
     "flaky": {"connector": "mock", "config": {"items": 5, "transient_failures": 1}},
     "later": {"connector": "mock", "config": {"items": 20, "step_size": 10, "retry_later_s": 0.2}},

@@ -12,6 +12,7 @@ import pytest
 from bullmq import Queue, Worker
 
 from tests.api.conftest import ADMIN, READ, serve
+from tests.connectors.test_traps import crawl_trap_site
 from tests.helpers import add_crawl, catalog_of, fail_jobs, running_app, wait_state
 from tests.ui.browser import chromium
 from tests.ui.conftest import Manual
@@ -171,3 +172,19 @@ async def test_pages_read_with_javascript_off_and_fit_a_phone(ui_settings: Setti
             width, wider = await page.evaluate(WIDER_THAN_SCREEN)
             assert width <= 390, (target, width, wider)
         await context.close()
+
+
+async def test_the_job_and_instances_pages_show_what_a_trap_crawl_skipped(ui_settings: Settings, queue: Queue) -> None:
+    """The job page lists the skip counts by reason and says truncated; the instances page shows the same."""
+    job_id, _ = await crawl_trap_site(ui_settings, queue)
+    skipped = (await queue.getJob(job_id)).returnvalue["skipped"]
+    async with dashboard(ui_settings) as (base, page):
+        await sign_in(page, base, READ, f"/ui/jobs/{job_id}")
+        rows = await page.locator("#skipped table tr").all_inner_texts()
+        shown = {reason: int(count) for reason, count in (row.split("\t") for row in rows)}
+        assert shown == skipped
+        assert "truncated" in (await page.locator("#skipped h2").inner_text())
+        await page.goto(f"{base}/ui/instances?q=site")
+        listed = await page.locator("dd.skipped").first.inner_text()
+        assert all(f"{reason} {count}" in listed for reason, count in skipped.items())
+        assert "(truncated)" in listed

@@ -8,6 +8,7 @@ retries, so every connector is resumable by construction.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ class StepResult(BaseModel, Generic[CheckpointT]):
     processed: int = Field(0, ge=0)
     total: int | None = Field(None, ge=0, description="Estimated items in the whole run, if known.")
     stats: dict[str, int] = Field(default_factory=dict, description="Extra counters, e.g. robots_blocked.")
+    skipped: dict[str, int] = Field(
+        default_factory=dict,
+        description="Items not fetched in this step, by reason (``worker.skips``: anything unknown counts as other).",
+    )
     retry_after_s: float | None = Field(
         None,
         ge=0,
@@ -93,6 +98,8 @@ class ConnectorContext:
     #: How network connectors resolve host names for the address guard (None: the system's resolver;
     #: tests map names to loopback addresses).
     resolver: Resolver | None = None
+    #: Set when the job is handed off (shutdown): a connector's waits end then, so no wait outlives it.
+    handoff: asyncio.Event | None = None
 
 
 class Connector(ABC, Generic[ConfigT, CheckpointT]):

@@ -87,11 +87,14 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
         changes = StateChanges()
         failures: list[ItemFailure] = []
         stats: dict[str, int] = {}
+        skipped: dict[str, int] = {}
         if self._listing is None:
             self._reader, listing = await self._thread.run(self._walk)
             self._listing = listing
             failures += await self._unreadable(listing, changes)
             stats.update({f"skipped_{reason}": n for reason, n in listing.skipped.items()})
+            if checkpoint.cursor is None:  # once per run: a resumed attempt lists again, but counted them already
+                skipped.update({reason.replace("_", "-"): n for reason, n in listing.skipped.items()})
         keys = self._listing.keys
         start = 0 if checkpoint.cursor is None else bisect.bisect_right(keys, checkpoint.cursor)
         end = start + self.config.batch_size
@@ -100,6 +103,8 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
         failures += read.failures
         documents = read.documents
         stats["unchanged"] = read.unchanged
+        if read.too_large:
+            skipped["too-large"] = read.too_large
         done = end >= len(keys)
         if done:
             documents += await self._tombstones(read.states)
@@ -116,6 +121,7 @@ class FilesystemConnector(Connector[FilesystemConfig, FilesystemCheckpoint]):
             processed=len(batch),
             total=len(keys),
             stats=stats,
+            skipped=skipped,
             changes=changes,
         )
 

@@ -26,6 +26,7 @@ class MockConfig(ConnectorConfig):
     step_delay_s: float = Field(0.0, ge=0)
     transient_failures: int = Field(0, ge=0, description="Fail this many attempts (attempt <= N) at step 0.")
     fail_items_every: int = Field(0, ge=0, description="Report every Nth item as a per-item failure.")
+    skip_items_every: int = Field(0, ge=0, description="Report every Nth item as skipped (excluded:pattern).")
     retry_later_s: float | None = Field(None, gt=0, description="After the first step, ask once to come back later.")
     kill_at_item: int | None = Field(None, ge=0, description="SIGKILL the worker process on reaching this item.")
     invalid_credentials: bool = False
@@ -60,12 +61,16 @@ class MockConnector(Connector[MockConfig, MockCheckpoint]):
         end = min(checkpoint.next_item + self.config.step_size, self.config.items)
         documents: list[Document] = []
         failures: list[ItemFailure] = []
+        skipped = 0
         for i in range(checkpoint.next_item, end):
             if self.config.kill_at_item is not None and i == self.config.kill_at_item:
                 os.kill(os.getpid(), signal.SIGKILL)
             source = f"mock://{self.context.connector_id}/{i}"
             if self.config.fail_items_every and (i + 1) % self.config.fail_items_every == 0:
                 failures.append(ItemFailure(source=source, reason="scripted item failure"))
+                continue
+            if self.config.skip_items_every and (i + 1) % self.config.skip_items_every == 0:
+                skipped += 1
                 continue
             text = f"document {i} v{self.config.version}"
             documents.append(
@@ -83,6 +88,7 @@ class MockConnector(Connector[MockConfig, MockCheckpoint]):
         return StepResult(
             documents=documents,
             failures=failures,
+            skipped={"excluded:pattern": skipped} if skipped else {},
             retry_after_s=self.config.retry_later_s if ask_later else None,
             checkpoint=MockCheckpoint(
                 next_item=end, has_more=end < self.config.items, asked_later=checkpoint.asked_later or ask_later

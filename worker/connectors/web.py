@@ -6,10 +6,12 @@ loop stays free for other crawls and the lease keeper) and returns their documen
 seen set, page states and skip reasons live in the run's stored state (``worker.web.frontier``),
 which grows by what each step added; the checkpoint keeps counters. A crash replays at most one step.
 
-Order of checks for every discovered URL: length (over-long URLs are dropped before they are stored
-anywhere), seen, http(s) and trap guards, host scope (host and port), path scope, include / exclude
-patterns, depth, page budget, robots.txt; the address guard runs on every request. Why each URL was
-skipped is counted in the step's stats and kept (bounded) in the ``skipped`` map.
+Order of checks for every discovered URL: validity (``invalid-url``), length (over-long URLs are dropped
+before they are stored anywhere), seen (a learned session token left out of the key), http(s) and trap
+guards (``worker.web.traps``), host scope (host and port), path scope, include / exclude patterns, depth,
+page budget, robots.txt (and its Crawl-delay cap); the address guard runs on every request. Every URL
+not fetched is counted by reason (``worker.skips``) in the step's ``skipped`` counts, and kept (bounded)
+in the ``skipped`` map.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -37,7 +39,8 @@ from worker.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
 from worker.web.robots import Robots
 from worker.web.sitemaps import parse_sitemap
 from worker.web.ssrf import AddressGuard, system_resolver
-from worker.web.urls import absolute, host_port, in_host_scope, pattern_key, trap_reason, under_path, url_key
+from worker.web.traps import TrapLimits, Traps
+from worker.web.urls import has_session_id, host_port, in_host_scope, resolve, trap_reason, under_path, url_key, valid
 
 TEXT_TYPES = ("text/plain", "text/markdown", "text/csv")
 MAX_SKIPPED_KEPT = 5000
@@ -91,6 +94,9 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         self._state: Frontier | None = None
         self._cp = WebCheckpoint()
         self._stats: Counter[str] = Counter()
+        self._skipped: Counter[str] = Counter()  # this step's skips by reason
+        self._traps: Traps | None = None
+        self._session_fetched: set[str] = set()  # keys (session token left out) fetched by this attempt
         self._canonical: dict[str, str] = {}  # document id -> canonical key, within a step
         self._ahead: tuple[list[tuple[str, int]], asyncio.Future[_Fetched]] | None = None
 
@@ -114,12 +120,13 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                 retries=c.retries,
                 backoff_s=c.backoff_s,
                 max_retry_after_s=c.max_retry_after_s,
+                max_come_back_s=c.max_come_back_s,
                 max_redirects=c.max_redirects,
                 max_body_bytes=c.max_body_bytes,
                 timeout_s=c.timeout_s,
             )
             guard = AddressGuard(c.allowed_networks, self.context.resolver or system_resolver)
-            self._fetcher = Fetcher(self._client, guard, politeness)
+            self._fetcher = Fetcher(self._client, guard, politeness, self.context.handoff)
         return self._fetcher
 
     async def aclose(self) -> None:
@@ -156,13 +163,31 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             return why
         if depth > self.config.max_depth:
             return "out-of-scope:depth"
-        assert self._state is not None
-        if self._state.patterns[pattern_key(url)] >= self.config.max_pages_per_pattern:
-            return "trap:pattern-budget"
-        return None
+        return self._trap_guard().why_not(url)
+
+    def _trap_guard(self) -> Traps:
+        if self._traps is None:
+            assert self._state is not None
+            c = self.config
+            limits = TrapLimits(
+                max_url_length=c.max_url_length,
+                max_path_segments=c.max_path_segments,
+                max_query_params=c.max_query_params,
+                max_pages_per_calendar=c.max_pages_per_calendar,
+                max_query_variants=c.max_query_variants,
+                max_pages_per_pattern=c.max_pages_per_pattern,
+            )
+            self._traps = Traps(limits, self._state.patterns)
+        return self._traps
+
+    def _count(self, reason: str, count: int = 1) -> None:
+        """Count skips that have no URL key to keep (invalid URLs, unreadable frontier items)."""
+        if count:
+            self._skipped[reason] += count
+            self._stats["skipped_" + reason.split(":", 1)[0].replace("-", "_")] += count
 
     def _skip(self, key: str, reason: str) -> None:
-        self._stats["skipped_" + reason.split(":", 1)[0].replace("-", "_")] += 1
+        self._count(reason)
         if self._cp.skipped_kept < MAX_SKIPPED_KEPT and len(key) <= self.config.max_url_length:
             assert self._state is not None
             self._state.record_skip(key, reason)
@@ -170,17 +195,21 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
 
     def _enqueue(self, url: str, depth: int, key: str | None = None) -> None:
         if len(url) > self.config.max_url_length:  # dropped before it is stored anywhere
-            self._stats["skipped_trap"] += 1
+            self._count("trap:url-too-long")
             return
         assert self._state is not None
-        key = key or url_key(url)
+        session_key = self._trap_guard().session_key(url)
+        key = session_key or key or url_key(url)
+        assert key is not None
         if not self._state.mark_seen(key):
+            if session_key is not None or has_session_id(url):  # the same page under another session id
+                self._count("trap:session-id")
             return
         why = self._why_not(url, depth)
         if why:
             self._skip(key, why)
             return
-        self._state.push(url, depth, pattern_key(url))
+        self._state.push(url, depth, self._trap_guard().counted(url))
 
     # --- steps ---------------------------------------------------------------------------------
     async def _start(self, failures: list[ItemFailure]) -> None:
@@ -203,8 +232,10 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                 continue
             pending.extend(found.sitemaps)
             for page in found.pages:
-                if absolute(page, sitemap):
-                    self._enqueue(page, 0)
+                page_url, invalid = resolve(page, sitemap)
+                if page_url:
+                    self._enqueue(page_url, 0)
+                self._count("invalid-url", invalid)
         self._cp.started = True
 
     async def run_step(self, checkpoint: WebCheckpoint) -> StepResult[WebCheckpoint]:
@@ -212,7 +243,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         if self._state is None:
             self._state = Frontier()
             if checkpoint.started:  # a resumed attempt: read the stored state once
-                await self._state.load(self.data)
+                self._count("invalid-url", await self._state.load(self.data))
         state = self._state
         self._cp = cp = checkpoint.model_copy()
         failures: list[ItemFailure] = []
@@ -230,6 +261,8 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         if not cp.has_more and not cp.budget_hit:  # only a crawl that saw everything can tell what disappeared
             documents += await self._tombstones()
         stats = {**self._stats, **{f"fetches_{k}": v for k, v in self._fetch().statuses.items()}}
+        skipped = dict(self._skipped)
+        self._skipped.clear()
         self._stats.clear()  # counted from here on (the next batch's early fetches included): the next step's
         self._fetch().statuses.clear()
         out: StepResult[WebCheckpoint] = StepResult(
@@ -239,6 +272,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             processed=len(batch) - len(later),
             total=cp.fetched + len(state.queue),
             stats=stats,
+            skipped=skipped,
             retry_after_s=retry_after,
             changes=state.changes(),
         )
@@ -281,7 +315,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
 
     def _robots_rules(self) -> Robots:
         if self._robots is None:
-            self._robots = Robots(self._fetch(), self.config.user_agent)
+            self._robots = Robots(self._fetch(), self.config.user_agent, self.config.max_crawl_delay_s)
         return self._robots
 
     def _step_size(self, cp: WebCheckpoint) -> int:
@@ -345,19 +379,37 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         out.sort(key=lambda doc: doc.id)
         return out
 
+    async def _admit(self, url: str, key: str) -> Literal[True] | ItemFailure | ComeBackLater | None:
+        """The checks a URL passes right before its request: True, or what ``_get`` returns instead."""
+        why = None if valid(url) else "invalid-url"  # a stored frontier of an earlier version may hold one
+        session_key = self._trap_guard().session_key(url) if why is None else None  # learned since it was queued
+        if session_key is not None:
+            if session_key in self._session_fetched:
+                why = "trap:session-id"
+            self._session_fetched.add(session_key)
+        if why is None:
+            try:
+                await self._fetch().guard.check(url)  # before robots.txt: a refused host gets no request at all
+            except BlockedAddress as exc:
+                self._skip(key, "blocked:address")
+                return ItemFailure(source=url, reason=str(exc))
+            try:
+                why = await self._robots_rules().why_not(url) if self.config.obey_robots else None
+            except ComeBackLater as exc:  # handed off while robots.txt was on its way
+                return exc
+        if why:
+            self._skip(key, why)
+            return None
+        return True
+
     async def _get(
         self, url: str, depth: int, key: str, raw: str | None
     ) -> Response | ItemFailure | ComeBackLater | None:
-        """Fetch one page (conditionally, if the last run saw it); None when robots.txt forbids it."""
+        """Fetch one page (conditionally, if the last run saw it); None when it is skipped."""
         assert self._state is not None
-        try:
-            await self._fetch().guard.check(url)  # before robots.txt: a refused host gets no request at all
-        except BlockedAddress as exc:
-            self._skip(key, "blocked:address")
-            return ItemFailure(source=url, reason=str(exc))
-        if self.config.obey_robots and not await self._robots_rules().allows(url):
-            self._skip(key, "robots:disallowed")
-            return None
+        admitted = await self._admit(url, key)
+        if admitted is not True:
+            return admitted
         headers: dict[str, str] = {}
         before = PageState.load(raw) if raw else None
         if before and before.etag:
@@ -376,6 +428,9 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             self._skip(key, "blocked:address")
             return ItemFailure(source=url, reason=str(exc))
         except FetchError as exc:
+            if exc.skip is not None:
+                self._skip(key, exc.skip)
+                return None
             if exc.retryable and raw is not None:
                 self._state.record_page(key, raw)  # a passing failure is not a deletion
             return ItemFailure(source=url, reason=exc.reason, retryable=exc.retryable)
@@ -387,9 +442,8 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         if response.status == 304 and raw is not None:
             self._state.record_page(key, raw)
             self._stats["unchanged"] += 1
-            if depth < self.config.max_depth:
-                for link in PageState.load(raw).links:
-                    self._enqueue(link, depth + 1)
+            for link in PageState.load(raw).links:
+                self._enqueue(link, depth + 1)  # beyond max_depth: counted as skipped
             return None
         if response.status >= 400:
             if response.status not in GONE and raw is not None:
@@ -413,11 +467,14 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         if prepared.parsed is not None:
             page, links = prepared.parsed
             title, text = page.title, page.text
+            self._count("invalid-url", page.invalid_links)
+            flag = self._trap_guard().learn(response.url, f"{title}\n{text}")
+            if flag is not None:  # two session tokens, one page: that token is left out of keys from now on
+                state.count(flag)
             if page.canonical and self._why_not(page.canonical, depth) is None:
                 canonical_key = url_key(page.canonical)
             for link, link_key in links:
-                if depth < self.config.max_depth:
-                    self._enqueue(link, depth + 1, link_key)
+                self._enqueue(link, depth + 1, link_key)  # beyond max_depth: counted as skipped
                 if len(kept) < MAX_LINKS_KEPT and self._static_why_not(link) is None:
                     kept.append(link)  # followed again when the page answers 304 next run
         elif mime.startswith(TEXT_TYPES):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.documents import Document, ItemFailure
-from worker.errors import Refused
+from worker.errors import Refused, TooLarge
 from worker.files.names import display, native
 from worker.files.reading import Reader
 
@@ -47,6 +47,8 @@ class Batch:
     failures: list[ItemFailure] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
     unchanged: int = 0
+    #: Files over ``max_file_size`` (item failures, also counted as skipped ``too-large``).
+    too_large: int = 0
 
 
 class BatchReader:
@@ -93,6 +95,7 @@ class BatchReader:
         except (Refused, OSError) as exc:
             reason = str(exc) if isinstance(exc, Refused) else f"cannot read: {exc.strerror or type(exc).__name__}"
             out.failures.append(ItemFailure(source=display(self.prefix + rel), reason=reason))
+            out.too_large += isinstance(exc, TooLarge)
             if previous is not None:
                 out.states[key] = previous  # not read is not gone
             return

@@ -46,7 +46,8 @@ class Listing:
 
     keys: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
-    #: Entries passed over: ``not_regular`` (FIFOs, sockets, devices), ``outside_root`` (links leading out).
+    #: Entries passed over: ``not_regular`` (FIFOs, sockets, devices), ``outside_root`` (links leading out),
+    #: ``excluded`` (files the include / exclude globs leave out).
     skipped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
@@ -98,6 +99,8 @@ class Walker:
                         key = key_of(rel)
                         if selected(key if not key.startswith("/") else display(rel)):
                             keys.append(key)
+                        else:
+                            listing.skip("excluded")
                         continue
                     kind = self._kind(entry, rel, seen)
                 except FileNotFoundError:
@@ -111,6 +114,8 @@ class Walker:
                     key = key_of(rel)
                     if selected(key if not key.startswith("/") else display(rel)):
                         keys.append(key)
+                    else:
+                        listing.skip("excluded")
                 elif kind:
                     listing.skip(kind)
         pending.extend(reversed(subdirs))  # depth first, in name order

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker import skips
 from worker.catalog import Catalog
 from worker.connections import RedisClient
 from worker.jobs import JobFilter, list_jobs
@@ -48,6 +49,13 @@ class RunView:
     commits: int
     updated_at: float
     last_completed_at: float | None
+    #: Items not fetched by reason (``worker.skips``), and whether that cut the run short.
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        """A budget, limit or trap guard cut the run short."""
+        return skips.truncates(self.skipped)
 
     @classmethod
     def parse(cls, raw: str) -> RunView | None:
@@ -65,6 +73,7 @@ class RunView:
                 commits=int(rec.get("commits") or 0),
                 updated_at=float(rec.get("updated_at") or 0),
                 last_completed_at=float(rec["last_completed_at"]) if rec.get("last_completed_at") else None,
+                skipped={str(k): int(v) for k, v in (counters.get("skipped") or {}).items()},
             )
         except (ValueError, TypeError, AttributeError):
             return None

@@ -32,13 +32,25 @@ class WebConfig(ConnectorConfig):
     )
     retries: int = Field(2, ge=0, description="Per-page retries of timeouts, connection errors and 5xx.")
     backoff_s: float = Field(0.5, ge=0)
-    max_retry_after_s: float = Field(30.0, ge=0, description="Longer Retry-After: the job goes back to delayed.")
+    max_retry_after_s: float = Field(
+        30.0, ge=0, description="Longest 429 / 503 Retry-After waited in place; longer: the job goes back to delayed."
+    )
+    max_come_back_s: float = Field(
+        3600.0, ge=0, description="Longest Retry-After the job goes back to delayed for; longer: the page is skipped."
+    )
+    max_crawl_delay_s: float = Field(
+        30.0, ge=0, description="Longest robots.txt Crawl-delay obeyed; a host asking more is skipped."
+    )
     max_redirects: int = Field(5, ge=0)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_url_length: int = Field(2048, gt=0, description="Longer URLs are dropped before they are stored.")
     max_path_segments: int = Field(16, gt=0)
     max_query_params: int = Field(8, ge=0)
-    max_pages_per_pattern: int = Field(100, gt=0, description="Calendar-style trap guard (digits ignored).")
+    max_pages_per_calendar: int = Field(200, gt=0, description="Pages per date-stripped URL template (calendars).")
+    max_query_variants: int = Field(32, gt=0, description="Distinct query-key sets per path (faceted navigation).")
+    max_pages_per_pattern: int | None = Field(
+        None, ge=0, description="Opt-in: pages per URL template with digits ignored (None or 0: off)."
+    )
     pages_per_step: int = Field(50, gt=0)
     allowed_networks: list[str] = Field(
         default_factory=list, description="CIDRs exempt from the private-address guard, e.g. 10.0.0.0/8."

@@ -22,7 +22,7 @@ from yarl import URL
 
 from worker.errors import BlockedAddress, ComeBackLater, FetchError
 from worker.web.ssrf import AddressGuard
-from worker.web.urls import absolute
+from worker.web.urls import resolve, valid
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({429, 503})
@@ -55,6 +55,7 @@ class Politeness:
     retries: int = 2
     backoff_s: float = 0.5
     max_retry_after_s: float = 30.0
+    max_come_back_s: float = 3600.0
     max_redirects: int = 5
     max_body_bytes: int = 10 * 1024 * 1024
     timeout_s: float = 15.0
@@ -83,10 +84,17 @@ def status_class(status: int) -> str:
 class Fetcher:
     """Fetches URLs for one crawl. ``statuses`` counts responses by class (and ``error``)."""
 
-    def __init__(self, client: aiohttp.ClientSession, guard: AddressGuard, politeness: Politeness) -> None:
+    def __init__(
+        self,
+        client: aiohttp.ClientSession,
+        guard: AddressGuard,
+        politeness: Politeness,
+        interrupt: asyncio.Event | None = None,
+    ) -> None:
         self.client = client
         self.guard = guard
         self.p = politeness
+        self.interrupt = interrupt or asyncio.Event()
         self.statuses: Counter[str] = Counter()
         self._hosts: dict[str, _Host] = {}
 
@@ -123,23 +131,41 @@ class Fetcher:
                     timed_out = isinstance(exc, TimeoutError)
                     reason = f"no complete response within {self.p.timeout_s:g} s" if timed_out else exc
                     raise FetchError(f"{type(exc).__name__}: {reason}", retryable=True) from exc
-                await asyncio.sleep(self.p.backoff_s * 2**attempt)
+                await self.pause(self.p.backoff_s * 2**attempt)
                 continue
             if response.status in RETRY_STATUSES:
                 wait = retry_after_s(response.headers)
+                if wait is not None and not wait <= self.p.max_come_back_s:
+                    raise FetchError(
+                        f"HTTP {response.status} asked to retry after {wait:.0f} s (max_come_back_s "
+                        f"{self.p.max_come_back_s:g})",
+                        skip="retry-after-too-long",
+                    )
                 if wait is not None and wait > self.p.max_retry_after_s:
                     raise ComeBackLater(wait)
                 if last:
                     raise FetchError(f"HTTP {response.status} after {attempts} attempts", retryable=True)
-                await asyncio.sleep(wait if wait is not None else self.p.backoff_s * 2**attempt)
+                await self.pause(wait if wait is not None else self.p.backoff_s * 2**attempt)
                 continue
             if response.status >= 500:
                 if last:
                     raise FetchError(f"HTTP {response.status} after {attempts} attempts", retryable=True)
-                await asyncio.sleep(self.p.backoff_s * 2**attempt)
+                await self.pause(self.p.backoff_s * 2**attempt)
                 continue
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until the job is handed off (then ComeBackLater: the page goes back on the
+        frontier and the step ends, so no wait outlives a shutdown)."""
+        if seconds <= 0:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self.interrupt.wait()
+        except TimeoutError:
+            return
+        raise ComeBackLater(0.0)
 
     async def _follow(
         self, url: str, headers: Mapping[str, str], allow_redirect: Callable[[str], str | None]
@@ -147,15 +173,18 @@ class Fetcher:
         hops: list[str] = []
         current = url
         for _ in range(self.p.max_redirects + 1):
+            if not valid(current):  # what a stored frontier of an earlier version may still hold
+                raise FetchError(f"invalid URL {current!r}", skip="invalid-url")
             await self.guard.check(current)
             response = await self._request(current, headers)
             location = response.headers.get("location")
             if response.status not in REDIRECTS or not location:
                 response.redirects = hops
                 return response
-            target = absolute(location, current)
+            target, invalid = resolve(location, current)
             if target is None:
-                raise FetchError(f"redirect to an unsupported location {location!r}")
+                skip = "invalid-url" if invalid else None
+                raise FetchError(f"redirect to an unsupported location {location!r}", skip=skip)
             if target in hops or target == current:
                 raise FetchError(f"redirect loop at {target}")
             why = allow_redirect(target)
@@ -168,9 +197,7 @@ class Fetcher:
     async def _request(self, url: str, headers: Mapping[str, str]) -> Response:
         host = self._host(url)
         async with host.slots:
-            wait = host.next_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await self.pause(host.next_at - time.monotonic())
             try:
                 async with asyncio.timeout(self.p.timeout_s):  # connect, headers and body: one deadline
                     return await self._exchange(url, headers)

@@ -6,7 +6,8 @@ added (``worker.crawlstate``), never by rewriting the crawl. Stored structures:
 
 - ``frontier`` (queue): ``"<depth> <url>"`` items, front first;
 - ``seen`` (set): 64-bit digests of URL keys (16 hex characters), whatever the URL's length;
-- ``patterns`` (map): URL template -> pages enqueued (the calendar-trap guard);
+- ``patterns`` (map): trap-guard counts (``worker.web.traps``): pages per calendar template, query-key
+  sets per path, learned session-token positions, pages per digit-free template (opt-in);
 - ``pages`` (map, carried to the next run): URL key -> page state, for conditional requests,
   unchanged-content checks and deletions;
 - ``skipped`` (map, carried for inspection): URL key -> why it was not fetched (bounded).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from worker.crawlstate import RunData, StateChanges
@@ -68,14 +70,20 @@ class Frontier:
         self._pages: dict[str, str] = {}
         self._skipped: dict[str, str] = {}
 
-    async def load(self, data: RunData) -> None:
-        """Read a resumed run's stored state (once per attempt)."""
+    async def load(self, data: RunData) -> int:
+        """Read a resumed run's stored state (once per attempt); returns how many frontier items could not
+        be read (left out: an earlier version may have stored what this one refuses)."""
+        bad = 0
         for item in await data.items(FRONTIER):
             depth, _, url = item.partition(" ")
+            if not depth.isdigit() or not url:
+                bad += 1
+                continue
             self.queue.append((url, int(depth)))
         self.seen = {int(member, 16) for member in await data.members(SEEN)}
         self.patterns = Counter({k: int(v) for k, v in (await data.mapping(PATTERNS)).items()})
         self.done = {int(digest(key), 16) for key in await data.fields(PAGES)}
+        return bad
 
     def mark_seen(self, key: str) -> bool:
         """Record ``key`` as seen; False if it already was."""
@@ -87,10 +95,15 @@ class Frontier:
         self._new_seen.append(member)
         return True
 
-    def push(self, url: str, depth: int, pattern: str) -> None:
-        """Append ``url`` to the frontier and count its URL template."""
+    def push(self, url: str, depth: int, patterns: Iterable[str] = ()) -> None:
+        """Append ``url`` to the frontier and count it in the trap guards' ``patterns``."""
         self.queue.append((url, depth))
         self._queue_ops.push(FRONTIER, (f"{depth} {url}",))
+        for pattern in patterns:
+            self.count(pattern)
+
+    def count(self, pattern: str) -> None:
+        """Add one to a trap guard's count."""
         self.patterns[pattern] += 1
         self._new_patterns[pattern] += 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from worker.web.fetch import Response
-from worker.web.urls import absolute, url_key
+from worker.web.urls import absolute, resolve, url_key
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -28,6 +28,8 @@ class Page:
     links: list[str] = field(default_factory=list)
     canonical: str | None = None
     nofollow: bool = False
+    #: Links that are not valid URLs (``http://x\\@host/``, bad ports, ...): skipped as ``invalid-url``.
+    invalid_links: int = 0
 
 
 def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
@@ -51,18 +53,27 @@ def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
     robots_meta = tree.css_first('meta[name="robots"]')
     nofollow = robots_meta is not None and "nofollow" in (robots_meta.attributes.get("content") or "").lower()
     links: list[str] = []
+    invalid = 0
     for node in tree.css("a[href]"):
         attributes = node.attributes
         href = attributes.get("href") or ""
         if len(href) > max_url_length or "nofollow" in (attributes.get("rel") or "").lower():
             continue
-        url = absolute(href, base)
+        url, bad = resolve(href, base)
         if url and len(url) <= max_url_length:
             links.append(url)
+        invalid += bad
     tree.strip_tags(list(_DROP))
     body = tree.body
     text = body.text(separator=" ", strip=True) if body is not None else ""
-    return Page(title=title or None, text=" ".join(text.split()), links=links, canonical=canonical, nofollow=nofollow)
+    return Page(
+        title=title or None,
+        text=" ".join(text.split()),
+        links=links,
+        canonical=canonical,
+        nofollow=nofollow,
+        invalid_links=invalid,
+    )
 
 
 def _charset(headers: Mapping[str, str]) -> str:
