@@ -172,6 +172,7 @@ class App:
             max_no_progress_attempts=s.max_no_progress_attempts,
             busy_delay_s=s.duplicate_run_delay_s,
             max_state_bytes=s.run_state_max_mb * 1024 * 1024,
+            max_run_s=s.max_run_s,
         )
         stats = StatsRecorder(self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days)
         dispatcher = Dispatcher(

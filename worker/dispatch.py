@@ -205,6 +205,7 @@ class Dispatcher:
             job_id=job.id,
             attempt=job.attempt,
             lease_token=lease_token(job.id, f"{self.worker_name}|{self._token_prefix}{next(self._tokens):x}"),
+            max_run_s=entry.max_run_s,
         )
         progress = ProgressReporter(
             job.update_progress, fmt=self.settings.progress_format, interval_s=self.settings.progress_interval_s
