@@ -61,6 +61,15 @@ class Deleted(BaseModel):
     removed: bool
 
 
+class Cancelled(BaseModel):
+    """A cancel request: the job's state before, and ``failed`` (it was waiting: failed now) or ``signalled``
+    (it is active: its worker stops it within seconds and fails it)."""
+
+    id: str
+    state: str
+    action: str
+
+
 class ErrorBody(BaseModel):
     """Error detail."""
 
@@ -204,6 +213,17 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
         ids = await ops.retry_failed(flt)
         return Ids(count=len(ids), ids=ids)
 
+    @app.post("/v1/jobs/cancel", dependencies=write, tags=["operations"])
+    async def cancel_matching(
+        flt: Filter,
+        state: State | None = None,
+        discard_checkpoint: Annotated[bool, Query(alias="discardCheckpoint")] = False,
+    ) -> Ids:
+        """Cancel every waiting, delayed or active job matching the filters (``cancelled by api``)."""
+        flt = flt.model_copy(update={"state": state})
+        done = await ops.cancel_matching(flt, by="api", discard_checkpoint=discard_checkpoint)
+        return Ids(count=len(done), ids=[result.id for result in done])
+
     @app.get("/v1/jobs/{job_id}", dependencies=read, tags=["jobs"], responses={404: {"model": Error}})
     async def get_job(job_id: JobId) -> JobStatus:
         """One job's JobStatus."""
@@ -218,6 +238,16 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     async def retry(job_id: JobId) -> JobStatus:
         """Retry a failed job."""
         return await ops.retry(job_id)
+
+    @app.post("/v1/jobs/{job_id}/cancel", dependencies=write, tags=["operations"], responses={409: {"model": Error}})
+    async def cancel(
+        job_id: JobId, discard_checkpoint: Annotated[bool, Query(alias="discardCheckpoint")] = False
+    ) -> Cancelled:
+        """Cancel a job: a waiting or delayed one fails now; an active one is stopped by its worker within
+        seconds and fails with ``cancelled by api``, without retries; its checkpoint is kept (the next run
+        resumes) unless ``discardCheckpoint``."""
+        result = await ops.cancel(job_id, by="api", discard_checkpoint=discard_checkpoint)
+        return Cancelled(id=job_id, state=result.state, action=result.done)
 
     @app.post("/v1/jobs/{job_id}/promote", dependencies=write, tags=["operations"], responses={409: {"model": Error}})
     async def promote(job_id: JobId) -> JobStatus:

@@ -23,12 +23,14 @@ from bullmq.custom_errors import DelayedError, UnrecoverableError
 from bullmq.redis_connection import RedisConnection
 
 from worker import repeat
+from worker.cancel import CancelListener
 from worker.connections import AutoPipeline, RedisClient, make_client
 from worker.errors import Next, RetryLater, classify
-from worker.handler import ActiveJob, Completion, Handler
+from worker.handler import ActiveJob, CancelSignal, Completion, Handler, cancel_reason
 from worker.logs import get_logger, reap
 from worker.queue import node_client_name
 from worker.settings import Settings
+from worker.status import Keys
 from worker.worker_loop import NodeLoopWorker
 
 log = get_logger(__name__)
@@ -57,6 +59,8 @@ class QueueWorker:
         self._run_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._handoffs: dict[str, asyncio.Event] = {}
+        self._cancels: dict[str, CancelSignal] = {}
+        self._cancel_listener: CancelListener | None = None
 
     @property
     def active(self) -> int:
@@ -104,6 +108,9 @@ class QueueWorker:
         # seconds (delays of 200 ms ran after ~1.07 s). Probing it lets delays run to the millisecond.
         await worker.blockingRedisConnection.getRedisVersion()
         await worker.load_scripts()
+        keys = Keys(self.settings.prefix, self.settings.queue_name)
+        self._cancel_listener = CancelListener(make_client(self.settings, max_connections=2), keys, self._running)
+        self._cancel_listener.start()
         await self.check_stalled()
         self._run_task = asyncio.create_task(worker.run(), name="bullmq-worker")
 
@@ -111,6 +118,9 @@ class QueueWorker:
         """Run bullmq's stalled-job check once (also done every stalled interval)."""
         if self._worker is not None:
             await self._worker.runStalledJobsCheck()
+
+    def _running(self) -> dict[str, CancelSignal]:
+        return self._cancels
 
     def _stalled(self, job_id: str, *_: Any) -> None:
         log.warning("job.stalled_recovered", job_id=job_id)
@@ -127,6 +137,7 @@ class QueueWorker:
     async def _process(self, job: Job, token: str) -> Completion:
         handoff = asyncio.Event()
         self._handoffs[job.id] = handoff
+        cancel = self._cancels[job.id] = CancelSignal()
 
         async def update_progress(value: float | dict[str, Any]) -> None:
             log.debug("job.progress", job_id=job.id, progress=value)  # info is for state changes
@@ -142,12 +153,15 @@ class QueueWorker:
             delay_ms=int(job.delay or 0),
             update_progress=update_progress,
             handoff=handoff,
+            cancel=cancel,
             data_bytes=getattr(job, "data_bytes", None),
         )
         try:
             return await self._handler(active)
         except Exception as exc:
             next_step = classify(exc)
+            if cancel.is_set() and next_step is not Next.ABANDON:  # cancelled: no retry, no deferral
+                raise UnrecoverableError(cancel_reason(cancel.by)) from exc
             if next_step is Next.FAIL:
                 raise UnrecoverableError(str(exc)) from exc
             if isinstance(exc, RetryLater):  # Next.LATER
@@ -158,6 +172,7 @@ class QueueWorker:
             raise  # Next.RETRY: bullmq applies the job's attempts and backoff
         finally:
             self._handoffs.pop(job.id, None)
+            self._cancels.pop(job.id, None)
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop fetching and wait up to ``timeout_s`` for active jobs; True if all finished."""
@@ -193,3 +208,5 @@ class QueueWorker:
         if self._run_task is not None:
             self._run_task.cancel()
             await reap(self._run_task, "worker.run_failed")
+        if self._cancel_listener is not None:
+            await self._cancel_listener.close()

@@ -212,7 +212,7 @@ class Dispatcher:
         )
         try:
             await instance.validate()
-            run = await self.runner.run(request, instance, progress, job.handoff)
+            run = await self.runner.run(request, instance, progress, job.handoff, job.cancel)
         except InstanceBusy as exc:
             reason = str(exc)
             if self.settings.duplicate_run_policy != "skip":

@@ -61,6 +61,14 @@ class RunTooLong(PermanentError):
     """A crawl ran past its time limit (``max_run_s``); its checkpoint is kept for the next job."""
 
 
+class JobCancelled(PermanentError):
+    """An operator cancelled the job (``crawl-worker jobs cancel``, the API, the dashboard)."""
+
+    def __init__(self, message: str, *, discard_checkpoint: bool = False) -> None:
+        super().__init__(message)
+        self.discard_checkpoint = discard_checkpoint
+
+
 class TransientError(CrawlWorkerError):
     """A failure worth retrying with backoff (network, 5xx, timeouts)."""
 

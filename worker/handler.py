@@ -12,6 +12,30 @@ from worker.connections import ScriptCall
 from worker.progress import ProgressWriter
 
 
+def cancel_reason(by: str) -> str:
+    """The failedReason of a job an operator cancelled."""
+    return f"cancelled by {by}"
+
+
+@dataclass
+class CancelSignal:
+    """An operator's request to stop a running job (``worker.cancel``): who asked, and whether the run's
+    checkpoint is to be discarded (the next run starts fresh) or kept (it resumes)."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    by: str = ""
+    discard_checkpoint: bool = False
+
+    def set(self, by: str, discard_checkpoint: bool) -> None:
+        """The request arrived."""
+        self.by, self.discard_checkpoint = by, discard_checkpoint
+        self.event.set()
+
+    def is_set(self) -> bool:
+        """Has the job been asked to stop?"""
+        return self.event.is_set()
+
+
 @dataclass
 class ActiveJob:
     """A job being processed, as the queue adapter presents it."""
@@ -25,6 +49,7 @@ class ActiveJob:
     delay_ms: int
     update_progress: ProgressWriter
     handoff: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: CancelSignal = field(default_factory=CancelSignal)
     #: Size of the data as stored (JSON, UTF-8), when the queue knows it; else measured from ``data``.
     data_bytes: int | None = None
 

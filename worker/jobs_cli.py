@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import socket
 import sys
 from datetime import datetime
 from typing import Any, TextIO
@@ -41,6 +43,12 @@ def add_parsers(sub: Any) -> None:
     listing.add_argument("--offset", type=int, default=0)
     jobs.add_parser("retry", help="retry a failed job").add_argument("id")
     _filters(jobs.add_parser("retry-failed", help="retry every failed job matching filters"), state=False)
+    cancel = jobs.add_parser("cancel", help="cancel a waiting, delayed or running job (fails it, no retries)")
+    cancel.add_argument("id")
+    cancel.add_argument("--discard-checkpoint", action="store_true", help="the next run starts fresh")
+    matching = jobs.add_parser("cancel-matching", help="cancel every unfinished job matching filters")
+    _filters(matching)
+    matching.add_argument("--discard-checkpoint", action="store_true", help="the next runs start fresh")
     jobs.add_parser("promote", help="run a delayed job now").add_argument("id")
     jobs.add_parser("remove", help="remove a job").add_argument("id")
     jobs.add_parser("pause", help="pause the queue")
@@ -70,6 +78,15 @@ def add_parsers(sub: Any) -> None:
     api = sub.add_parser("api", help="serve the job API over HTTP (needs api_read_token / api_admin_token)")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
+
+
+def operator() -> str:
+    """Who cancels from this command line, for the failedReason: ``cli:<user>@<host>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name in a bare container
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
 
 
 def _print(value: Any, out: TextIO) -> None:
@@ -117,6 +134,15 @@ async def _jobs(ops: Operations, args: argparse.Namespace, out: TextIO) -> None:
         _print((await ops.stats(Period(args.period))).model_dump(mode="json"), out)
 
 
+async def _cancel(ops: Operations, args: argparse.Namespace, out: TextIO) -> None:
+    if args.action == "cancel":
+        result = await ops.cancel(args.id, by=operator(), discard_checkpoint=args.discard_checkpoint)
+        _print({"id": result.id, "state": result.state, "action": result.done}, out)
+    else:
+        done = await ops.cancel_matching(_job_filter(args), by=operator(), discard_checkpoint=args.discard_checkpoint)
+        _print({"count": len(done), "ids": [result.id for result in done]}, out)
+
+
 async def _schedules(ops: Operations, args: argparse.Namespace, out: TextIO) -> None:
     if args.action == "list":
         _print(await ops.schedules(), out)
@@ -139,7 +165,9 @@ async def run_command(settings: Settings, args: argparse.Namespace, out: TextIO 
     client = make_client(settings)
     ops = Operations(settings, client)
     try:
-        if args.command == "jobs":
+        if args.command == "jobs" and args.action in ("cancel", "cancel-matching"):
+            await _cancel(ops, args, out)
+        elif args.command == "jobs":
             await _jobs(ops, args, out)
         else:
             await _schedules(ops, args, out)

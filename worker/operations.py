@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from worker.cancel import CancelResult, request_cancel
 from worker.connections import RedisClient
 from worker.errors import JobNotFound, WrongState
-from worker.jobs import JobFilter, JobPage, current_counts, export, iter_statuses, list_jobs
+from worker.jobs import ALL_STATES, JobFilter, JobPage, current_counts, export, iter_statuses, list_jobs
 from worker.logs import get_logger
 from worker.models import JobStatus, State
 from worker.queue import QueueAdmin
@@ -106,6 +107,30 @@ class Operations:
         status = await self._existing(job_id)
         if not await self.admin.remove(job_id):
             raise WrongState(f"job {job_id!r} is {status.state.value} and locked by a worker; it cannot be removed")
+
+    async def cancel(self, job_id: str, *, by: str, discard_checkpoint: bool = False) -> CancelResult:
+        """Cancel a job: a waiting / delayed one fails now, an active one is stopped by its worker within
+        seconds; a finished one cannot be cancelled (WrongState). ``by`` goes in the failedReason."""
+        status = await self._existing(job_id)
+        result = await request_cancel(self.client, self.keys, job_id, by=by, discard=discard_checkpoint)
+        if result.done == "none":
+            state = status.state.value if result.state == "missing" else result.state
+            raise WrongState(f"job {job_id!r} is {state}, only waiting, delayed or active jobs can be cancelled")
+        return result
+
+    async def cancel_matching(self, flt: JobFilter, *, by: str, discard_checkpoint: bool = False) -> list[CancelResult]:
+        """Cancel every unfinished job matching ``flt`` (all unfinished states unless it names one)."""
+        states = [flt.state] if flt.state else [s for s in ALL_STATES if s not in (State.COMPLETED, State.FAILED)]
+        ids: list[str] = []
+        for state in states:
+            selected = flt.model_copy(update={"state": state})
+            ids += [status.id async for status in iter_statuses(self.client, self.keys, selected) if status.id]
+        done = []
+        for job_id in dict.fromkeys(ids):
+            result = await request_cancel(self.client, self.keys, job_id, by=by, discard=discard_checkpoint)
+            if result.done != "none":
+                done.append(result)
+        return done
 
     async def pause(self) -> dict[str, Any]:
         """Pause the queue."""

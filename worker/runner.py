@@ -10,9 +10,11 @@ a run whose stored state passes ``run_state_max_mb`` fails (RunStateTooLarge) an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ from worker.documents import Document
 from worker.errors import (
     HandOff,
     InstanceBusy,
+    JobCancelled,
     LeaseLost,
     NoProgressError,
     RetryLater,
@@ -31,6 +34,7 @@ from worker.errors import (
     RunTooLong,
     TransientError,
 )
+from worker.handler import CancelSignal, cancel_reason
 from worker.logs import get_logger, suppressed
 from worker.metrics import Metrics
 from worker.models import JobOutcome
@@ -114,6 +118,7 @@ class Runner:
         connector: Connector[Any, Any],
         progress: ProgressReporter,
         handoff: asyncio.Event,
+        cancel: CancelSignal | None = None,
     ) -> RunResult:
         """Crawl until the connector says there is no more, or a hand-off / error interrupts it.
 
@@ -137,6 +142,7 @@ class Runner:
             record, resumed = run.record, run.resumed
             progress.raise_floor(record.percentage)
             connector.bind(self.store.run_data(lease.key, record))
+            run.cancel = cancel or CancelSignal()
             last = await self._steps(run, connector, run.checkpoint, progress=progress, handoff=handoff)
             final_save = self._complete(run, connector, last)  # sent with the job's completion
             released = True
@@ -194,6 +200,8 @@ class Runner:
         try:
             await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
             while checkpoint.has_more:
+                if run.cancel.is_set():
+                    raise _cancelled(run.cancel)
                 if handoff.is_set():
                     raise HandOff()
                 step = await self._timed_step(run, connector, checkpoint)
@@ -218,20 +226,29 @@ class Runner:
                     raise RetryLater(f"{request.connector} source asked to come back later", step.retry_after_s)
         except LeaseLost:
             raise
-        except RunStateTooLarge:
+        except BaseException as exc:
+            await self._stopped(run, exc, committing=committing, progress=progress)
+            raise
+        return last
+
+    async def _stopped(self, run: _Run, exc: BaseException, *, committing: bool, progress: ProgressReporter) -> None:
+        """What a run leaves stored when ``exc`` stops it between commits: the checkpoint kept (the next
+        attempt resumes) or, for a state past its cap or a cancel that discards it, the run abandoned."""
+        record, lease = run.record, run.lease
+        abandon = isinstance(exc, RunStateTooLarge) or (
+            isinstance(exc, JobCancelled) and exc.discard_checkpoint and not committing
+        )
+        if abandon:  # the next run starts fresh (documents already written stay)
             deletions = [*run.take_deletions(), *self._keys(lease.key, record.run_id, record.abandon())]
             with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
                 await self.store.save(lease, record, delete=deletions)
-            raise
-        except BaseException:
-            if committing:  # the commit may or may not have landed: the stored record is consistent either way
-                raise
-            record.interrupt()
-            with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
-                await progress.flush()
-                await self.store.save(lease, record, delete=run.take_deletions())
-            raise
-        return last
+            return
+        if committing:  # the commit may or may not have landed: the stored record is consistent either way
+            return
+        record.interrupt()
+        with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
+            await progress.flush()
+            await self.store.save(lease, record, delete=run.take_deletions())
 
     async def _timed_step(self, run: _Run, connector: Connector[Any, Any], checkpoint: Checkpoint) -> StepResult[Any]:
         """One step, cut off when the crawl's time limit passes (RunTooLong; the checkpoint before it is kept)."""
@@ -240,7 +257,7 @@ class Runner:
         deadline = asyncio.timeout(max(record.job_started_at + limit - time.time(), 0))
         try:
             async with deadline:
-                return await connector.run_step(checkpoint)
+                return await _unless_cancelled(connector.run_step(checkpoint), run.cancel)
         except TimeoutError:
             if not deadline.expired():  # the source's own timeout, not ours
                 raise
@@ -357,6 +374,8 @@ class _Run:
     deletions: list[str]
     #: What the steps reported besides documents (``StepResult.details``), for the return value.
     details: dict[str, Any] = field(default_factory=dict)
+    #: An operator's request to stop the job.
+    cancel: CancelSignal = field(default_factory=CancelSignal)
 
     def take_deletions(self) -> list[str]:
         """The pending deletions, once."""
@@ -377,3 +396,24 @@ def _extra(record: RunRecord, request: CrawlRequest, resumed: bool) -> dict[str,
         "runId": record.run_id,
         "attempt": request.attempt,
     }
+
+
+def _cancelled(cancel: CancelSignal) -> JobCancelled:
+    return JobCancelled(cancel_reason(cancel.by), discard_checkpoint=cancel.discard_checkpoint)
+
+
+async def _unless_cancelled(step: Awaitable[StepResult[Any]], cancel: CancelSignal) -> StepResult[Any]:
+    """``step``, cut short (cancelled, then JobCancelled raised) when the job is cancelled before it ends."""
+    task = asyncio.ensure_future(step)
+    waiter = asyncio.ensure_future(cancel.event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task.done() and not task.cancelled():
+        return task.result()  # a step that ended is committed; the loop then sees the cancel
+    raise _cancelled(cancel)

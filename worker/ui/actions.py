@@ -1,5 +1,5 @@
 """The dashboard's actions (admin sessions only): retry, retry all failed matching a filter, retry a
-failure group, promote, remove, clean, pause / resume, set / disable a schedule.
+failure group, promote, cancel, remove, clean, pause / resume, set / disable a schedule.
 
 Every action is a POST carrying the session's CSRF token. The first POST renders a confirmation
 page that says exactly what will happen (how many jobs, which filter); only its "confirm" button,
@@ -149,6 +149,19 @@ async def _remove(dash: Dashboard, form: Form) -> str:
     return f"Job {_job(form)} removed."
 
 
+async def _cancel(dash: Dashboard, form: Form) -> str:
+    discard = form.get("discard") == "1"
+    result = await dash.ops.cancel(_job(form), by="dashboard", discard_checkpoint=discard)
+    if result.done == "failed":
+        return f"Job {result.id} was {result.state}: failed now, cancelled by dashboard."
+    return f"Job {result.id} is running: its worker stops it within seconds and fails it, cancelled by dashboard."
+
+
+def _cancel_text(form: Form) -> str:
+    keep = "discarded: the next run starts fresh" if form.get("discard") == "1" else "kept: the next run resumes"
+    return f"Cancel job {_job(form)}: it fails without retries; its checkpoint is {keep}."
+
+
 def _says(text: Callable[[Form], str]) -> Step:
     async def describe(_: Dashboard, form: Form) -> str:
         return text(form)
@@ -169,6 +182,7 @@ async def _resume(dash: Dashboard, _: Form) -> str:
 ACTIONS = {
     "retry": Action("Retry", _says(lambda f: f"Retry failed job {_job(f)} (it goes back to waiting)."), _retry),
     "promote": Action("Run now", _says(lambda f: f"Run delayed job {_job(f)} now."), _promote),
+    "cancel": Action("Cancel job", _says(_cancel_text), _cancel),
     "remove": Action("Remove", _says(lambda f: f"Remove job {_job(f)} and its logs for good."), _remove, "/ui/jobs"),
     "retry-failed": Action("Retry all matching", _retry_failed_describe, _retry_failed, "/ui/jobs?state=failed"),
     "retry-group": Action("Retry these", _group_describe, _group, "/ui/failures"),
