@@ -27,6 +27,7 @@ from worker.dispatch import Dispatcher
 from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger, reap, suppressed
 from worker.metrics import Metrics
+from worker.prefixes import check_prefix
 from worker.runner import Runner
 from worker.runs import RunStore
 from worker.settings import Settings, environment_secret
@@ -105,6 +106,7 @@ class App:
             self.ops = await start_ops_server(s, self.registry, self.client, self.ready)  # liveness during start-up
             if not await self._wait_for_redis():
                 return RET_CONNECT
+            await self._check_prefix()
             connectors = self.connectors or build_registry()
             self.metrics = Metrics(
                 self.registry,
@@ -143,6 +145,22 @@ class App:
             if sync_events is not None:
                 with suppressed("sync_events.close_failed"):
                     await sync_events.aclose()
+
+    async def _check_prefix(self) -> None:
+        """Warn when the queue's keys live under another prefix than ours (``worker/prefixes.py``)."""
+        s = self.settings
+        assert self.client is not None
+        with suppressed("queue.prefix_check_failed"):
+            found = await check_prefix(self.client, s.prefix, s.queue_name, scan=not s.redis_cluster)
+            if found.mismatch:
+                log.warning(
+                    "queue.prefix_mismatch",
+                    queue=s.queue_name,
+                    prefix=s.prefix,
+                    found=list(found.elsewhere),
+                    setting="prefix",
+                    message=found.message(),
+                )
 
     def _build(
         self,

@@ -27,6 +27,7 @@ from worker.jobs_cli import add_parsers as add_job_parsers
 from worker.jobs_cli import main as jobs_main
 from worker.logs import configure, get_logger
 from worker.models import CrawlingJobData, ScheduleType
+from worker.prefixes import check_prefix
 from worker.queue import JobQueue, producer_job_options
 from worker.settings import Settings, load, systemd_environment
 
@@ -81,6 +82,9 @@ async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 async def _check(settings: Settings) -> int:
     ok = True
     registry = build_registry()
+    if not settings.catalog_file.exists():
+        print(f"FAIL catalog: {settings.catalog_file} does not exist (catalog_file); every job would fail unconfigured")
+        return RET_ERROR
     try:
         catalog = Catalog.load(settings.catalog_file)
     except ConfigError as exc:
@@ -101,6 +105,12 @@ async def _check(settings: Settings) -> int:
     try:
         await asyncio.wait_for(client.ping(), timeout=settings.redis_connect_timeout_s)
         print(f"ok   redis {redact_url(settings.redis_url)}")
+        found = await check_prefix(client, settings.prefix, settings.queue_name, scan=not settings.redis_cluster)
+        if found.mismatch:
+            ok = False
+            print(f"FAIL prefix: {found.message()}")
+        else:
+            print(f"ok   prefix {settings.prefix!r}" + ("" if found.found_here else " (the queue has no keys yet)"))
     except Exception as exc:
         ok = False
         print(f"FAIL redis {redact_url(settings.redis_url)}: {type(exc).__name__}: {exc}")
