@@ -24,6 +24,8 @@ BAD_REPEATS: dict[str, tuple[dict[str, Any], str]] = {
     "offset-string": ({"repeat": {"every": 60000, "offset": "x"}}, "repeat.offset must be a number"),
     "prev-string": ({"repeat": {"every": 60000}, "prevMillis": "soon"}, "prevMillis must be a number"),
     "tz-number": ({"repeat": {"pattern": "0 9 * * *", "tz": 5}}, "repeat.tz must be a string, got number '5'"),
+    "offset-huge": ({"repeat": {"every": 60000, "offset": 1e300}}, "repeat.offset must be a number"),
+    "end-huge": ({"repeat": {"every": 60000, "endDate": 1e300}}, "repeat.endDate is out of range"),
 }
 
 

@@ -73,9 +73,14 @@ def cron_next(pattern: str, millis: int, repeat: dict[str, Any]) -> int | None:
 MAX_EVERY_MS = 10 * 366 * 24 * 3600 * 1000
 
 
+#: The largest magnitude a repeat number may have: JavaScript's safe integers (what BullMQ computes with).
+MAX_SAFE = 2**53
+
+
 def _is_number(value: Any) -> bool:
-    """A finite JSON number (booleans count as 0 / 1, as JavaScript's arithmetic reads them)."""
-    return isinstance(value, int | float) and math.isfinite(value)
+    """A finite JSON number within JavaScript's safe integers (booleans count as 0 / 1, as JavaScript's
+    arithmetic reads them)."""
+    return isinstance(value, int | float) and math.isfinite(value) and abs(value) <= MAX_SAFE
 
 
 def options_problem(opts: dict[str, Any]) -> str | None:
@@ -88,7 +93,7 @@ def options_problem(opts: dict[str, Any]) -> str | None:
         return None
     every = repeat.get("every")
     if every is not None and every is not False:
-        if not _is_number(every) or every < 0:
+        if not isinstance(every, int | float) or not math.isfinite(every) or every < 0:
             return f"job option repeat.every must be a number of milliseconds, got {_shown(every)}"
         if every > MAX_EVERY_MS:
             return f"job option repeat.every is {every:g} ms, above the longest schedule ({MAX_EVERY_MS} ms)"
@@ -97,6 +102,10 @@ def options_problem(opts: dict[str, Any]) -> str | None:
     for name, value in numbers.items():
         if value is not None and not _is_number(value):
             return f"job option {name} must be a number, got {_shown(value)}"
+    for key in ("startDate", "endDate"):
+        when = epoch_ms(repeat.get(key))
+        if when is not None and abs(when) > MAX_SAFE:
+            return f"job option repeat.{key} is out of range, got {_shown(repeat.get(key))}"
     strings = {key: repeat.get(key) for key in ("pattern", "tz")}
     wrong = next(
         (key for key, value in strings.items() if value not in (None, "") and not isinstance(value, str)), None

@@ -380,7 +380,8 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
             tick = repeat.next_tick(
                 scheduler_id, job.name, opts, int(time.time() * 1000), min_every_ms=self.min_every_ms
             )
-        except RepeatError as exc:
+            packed_opts = None if tick is None else msgpack.packb(tick.opts, use_bin_type=True)
+        except (RepeatError, ValueError, TypeError, OverflowError) as exc:  # never the stalled loop for a tick
             log.error("repeat.ended", job_id=job.id, scheduler=scheduler_id, reason=str(exc))
             return
         if tick is None:
@@ -397,7 +398,7 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
             tick.next_millis,
             scheduler_id,
             job_data.get("data") or "{}",
-            msgpack.packb(tick.opts, use_bin_type=True),
+            packed_opts,
             int(time.time() * 1000),
             scripts.keys[""],
             job.id,
