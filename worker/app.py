@@ -172,7 +172,13 @@ class App:
             busy_delay_s=s.duplicate_run_delay_s,
             max_state_bytes=s.run_state_max_mb * 1024 * 1024,
         )
-        stats = StatsRecorder(self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days)
+        stats = StatsRecorder(
+            self.client,
+            prefix=s.prefix,
+            queue=s.queue_name,
+            retention_days=s.stats_retention_days,
+            connectors=[*connectors.names(), *s.known_connectors],
+        )
         dispatcher = Dispatcher(
             s,
             registry=connectors,
