@@ -17,7 +17,8 @@ from worker.status import Keys
 HEAD_BYTES = 32_768
 #: Values longer than this start folded on the page.
 FOLD_BYTES = 2_048
-FIELDS = ("data", "opts", "returnvalue", "stacktrace", "processedBy", "stalledCounter")
+#: ``pb`` and ``stc`` are the names BullMQ's Lua writes for processedBy and the stalled counter.
+FIELDS = ("data", "opts", "returnvalue", "stacktrace", "pb", "stc")
 #: Fields whose whole stored text can be downloaded (``/ui/jobs/<id>/raw/<field>``).
 RAW_FIELDS = ("data", "opts", "returnvalue", "stacktrace")
 
@@ -100,11 +101,11 @@ async def read_detail(client: RedisClient, keys: Keys, job_id: str) -> Detail:
         if name in RAW_FIELDS
     }
     stack_size, stack_head = found.get("stacktrace", (0, ""))
-    stalled = found.get("stalledCounter", (0, "0"))[1]
+    stalled = found.get("stc", (0, "0"))[1]
     return Detail(
         values=values,
         stack=_stack(stack_head, stack_size > len(stack_head.encode())),
-        processed_by=found.get("processedBy", (0, None))[1],
+        processed_by=found.get("pb", (0, None))[1],
         stalled=int(stalled) if stalled.isdigit() else 0,
     )
 
