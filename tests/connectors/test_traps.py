@@ -3,6 +3,7 @@ capped waits, invalid URLs skipped (links, sitemaps, redirects, a stored frontie
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import Counter
@@ -180,6 +181,27 @@ async def test_huge_crawl_delay_skips_the_host_instead_of_waiting(tmp_path: Path
     assert docs == []
     assert skipped["crawl-delay-too-long"] == 1
     assert skips.truncates(skipped)
+
+
+async def test_a_hand_off_ends_a_crawl_delay_wait_at_once(tmp_path: Path) -> None:
+    """Waiting out a 20 s Crawl-delay, the step ends as soon as the job is handed off; the pages stay queued."""
+    handoff = asyncio.Event()
+    context = ConnectorContext(connector_id="site", org_id="org", data_dir=tmp_path, handoff=handoff)
+    with serve(Site()) as site:
+        site.routes["/robots.txt"] = (200, {"Content-Type": "text/plain"}, b"User-agent: *\nCrawl-delay: 20\n")
+        site.routes["/"] = html("Home", links=("/a", "/b"))
+        conn = WebConnector(defaults(site), context)
+        async with aclosing(conn):
+            first = await conn.run_step(conn.initial_checkpoint(None))  # "/" at once; /a waits 20 s
+            asyncio.get_running_loop().call_later(0.3, handoff.set)
+            started = time.monotonic()
+            second = await conn.run_step(first.checkpoint)
+            elapsed = time.monotonic() - started
+    assert elapsed < 5
+    assert second.retry_after_s == 0
+    assert second.checkpoint.has_more
+    assert second.documents == []
+    assert "/a" not in site.fetched()
 
 
 async def test_retry_after_beyond_every_cap_skips_the_page(tmp_path: Path) -> None:
