@@ -318,6 +318,29 @@ async def test_huge_crawl_delay_and_bad_links_end_the_job_promptly(make_settings
     assert result["truncated"] is True
 
 
+async def test_a_resumed_job_whose_stored_frontier_holds_an_invalid_url_completes(
+    make_settings: Any, queue: Queue, redis_client: Any
+) -> None:
+    """The job comes back for a Retry-After; an invalid URL put in its frontier in Redis is skipped on resume."""
+    settings = make_settings()
+    with serve(Site()) as site:
+        later = [(429, {"Retry-After": "3"}, b"later"), html("Later")]
+        site.routes["/"] = html("Home", links=("/later",))
+        site.routes["/later"] = lambda n, _: later[min(n, 2) - 1]
+        cfg = defaults(site, max_retry_after_s=1).model_dump(mode="json")
+        async with running_app(settings, catalog_of(site={"connector": "web", "config": cfg})):
+            job_id = await add_crawl(queue, "web", "site")
+            assert await wait_state(queue, job_id, ["delayed"], timeout=30) == "delayed"
+            pattern = f"{settings.prefix}:{settings.queue_name}:cw:data:*:frontier"
+            (frontier,) = [key async for key in redis_client.scan_iter(match=pattern)]
+            await redis_client.lpush(frontier, f"1 {bad_link(site)}")
+            assert await wait_state(queue, job_id, ["completed", "failed"], timeout=30) == "completed"
+    result = (await queue.getJob(job_id)).returnvalue
+    assert result["resumed"] is True
+    assert result["documents"] == 2
+    assert result["skipped"] == {"invalid-url": 1}
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.text(), st.text(alphabet=st.sampled_from("htps:/[]@\\%?#;=:.0123456789x \x00\u00e9-")))
 def test_url_helpers_never_raise(text: str, urlish: str) -> None:
