@@ -215,10 +215,11 @@ async def test_retry_after_beyond_every_cap_skips_the_page(tmp_path: Path) -> No
 
 
 async def test_invalid_urls_are_skipped_in_links_sitemaps_and_redirects(tmp_path: Path) -> None:
-    """``http://x\\@host/`` and friends in links, a sitemap and a Location header are counted as invalid-url."""
+    """``http://x\\@host/`` and friends in links, a sitemap and a Location header are counted as invalid-url;
+    an over-long link as trap:url-too-long."""
     with serve(Site()) as site:
         b, bad_url = site.base, bad_link(site)
-        bad = (bad_url, "http://127.0.0.1:99999/", "http://[::1/", "http://a\x01b/", "/ok")
+        bad = (bad_url, "http://127.0.0.1:99999/", "http://[::1/", "http://a\x01b/", "/ok", "/" + "x" * 3000)
         site.routes["/"] = html("Home", links=(*bad, "/moved"))
         site.routes["/ok"] = html("OK")
         site.routes["/moved"] = (302, {"Location": bad_url}, b"")
@@ -226,7 +227,8 @@ async def test_invalid_urls_are_skipped_in_links_sitemaps_and_redirects(tmp_path
         docs, skipped, _ = await crawl(defaults(site, sitemaps=[f"{b}/sitemap.xml"]), tmp_path)
     assert sorted(d.title or "" for d in docs) == ["Home", "OK"]
     assert skipped["invalid-url"] == 4 + 1 + 1  # four links (the control character one included), sitemap, Location
-    assert not skips.truncates(skipped)
+    assert skipped["trap:url-too-long"] == 1  # dropped while parsing, counted all the same
+    assert set(skipped) == {"invalid-url", "trap:url-too-long"}
 
 
 async def test_a_stored_frontier_with_an_invalid_url_resumes_to_the_end(tmp_path: Path) -> None:
