@@ -95,3 +95,39 @@ async def test_oversized_job_data_is_refused_before_it_is_parsed(
     assert max(gaps) < 1.5, f"the loop stalled {max(gaps):.2f} s (parsing it would stall it for seconds)"
     reason = cast(bytes, await raw_redis.hget(f"bull:{settings.queue_name}:{job_id}", "failedReason")).decode()
     assert f"job data is {len(blob)} bytes, above job_data_max_bytes=1048576" in reason
+
+
+async def test_every_oversized_field_fails_the_job_unread(
+    make_settings: Callable[..., Settings], raw_redis: aioredis.Redis, queue: Queue
+) -> None:
+    """A 64 MB opts, and 2 MB progress / returnvalue / stacktrace fields: each job fails naming
+    the field and its size, the loop never stalls (the field never leaves Redis), and a good job completes."""
+    settings = make_settings(concurrency=2)
+    sizes = {"opts": 64 * 1024 * 1024, "progress": 2 << 20, "returnvalue": 2 << 20, "stacktrace": 2 << 20}
+    ids = {}
+    for field, size in sizes.items():
+        job_id = str((await queue.add(*crawl_job("mock", "good"), {"removeOnFail": False})).id)
+        blob = b'{"pad":[' + b"0," * (size // 2) + b"0]}" if field != "stacktrace" else b'["' + b"x" * size + b'"]'
+        await raw_redis.hset(f"bull:{settings.queue_name}:{job_id}", field, blob)
+        ids[field] = (job_id, len(blob))
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with running_app(settings, catalog_of(good=GOOD)):
+        tick = asyncio.create_task(ticker())
+        for job_id, _ in ids.values():
+            await wait_state(queue, job_id, ["failed"], timeout=30)
+        good = str((await queue.add(*crawl_job("mock", "good"), {"removeOnComplete": False})).id)
+        assert await wait_state(queue, good, ["completed", "failed"], timeout=30) == "completed"
+        tick.cancel()
+    assert max(gaps) < 0.5, f"the loop stalled {max(gaps):.2f} s"
+    for field, (job_id, size) in ids.items():
+        reason = cast(bytes, await raw_redis.hget(f"bull:{settings.queue_name}:{job_id}", "failedReason")).decode()
+        assert f"job field {field} ({size} bytes) above the 1048576-byte bound" in reason, (field, reason)

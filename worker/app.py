@@ -22,6 +22,7 @@ from worker.catalog import Catalog
 from worker.connections import AutoPipeline, RedisClient, make_client, redact_url
 from worker.connectors.registry import Registry, build_registry
 from worker.consumer import QueueWorker
+from worker.deferrals import Deferrals
 from worker.dispatch import Dispatcher
 from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger, reap, suppressed
@@ -171,6 +172,7 @@ class App:
             max_no_progress_attempts=s.max_no_progress_attempts,
             busy_delay_s=s.duplicate_run_delay_s,
             max_state_bytes=s.run_state_max_mb * 1024 * 1024,
+            max_run_s=s.max_run_s,
         )
         stats = StatsRecorder(
             self.client,
@@ -188,6 +190,7 @@ class App:
             lookup_env=environment_secret,
             stats=stats,
             sync_events=sync_events,
+            deferrals=Deferrals(self.client, prefix=s.prefix, queue=s.queue_name, delay_s=s.duplicate_run_delay_s),
         )
         worker = QueueWorker(
             s,

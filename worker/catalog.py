@@ -66,6 +66,8 @@ class InstanceEntry(BaseModel):
     org_id: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    #: This instance's crawl time limit (seconds); unset: the ``max_run_s`` setting.
+    max_run_s: float | None = Field(None, gt=0)
 
     @property
     def connector_key(self) -> str:

@@ -95,6 +95,7 @@ class QueueWorker:
         worker._update_scheduler = self._client.register_script(repeat.UPDATE_JOB_SCHEDULER_LUA.read_text())
         worker.max_data_bytes = self.settings.job_data_max_bytes
         worker.min_every_ms = int(self.settings.repeat_min_interval_s * 1000)
+        worker.bound_fields()
         worker.on("stalled", self._stalled)
         worker.on("error", self._error)
         worker.on("failed", self._failed)

@@ -24,6 +24,7 @@ from worker import skips
 from worker.catalog import ANY_TYPE, Catalog, EnvLookup, InstanceEntry
 from worker.connectors.base import ConnectorContext
 from worker.connectors.registry import AnyConnector, Registry
+from worker.deferrals import Deferrals
 from worker.errors import (
     HandOff,
     InstanceBusy,
@@ -101,6 +102,7 @@ class Dispatcher:
         lookup_env: EnvLookup,
         stats: StatsRecorder | None = None,
         sync_events: SyncEventPublisher | None = None,
+        deferrals: Deferrals | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -110,6 +112,7 @@ class Dispatcher:
         self.lookup_env = lookup_env
         self.stats = stats
         self.sync_events = sync_events
+        self.deferrals = deferrals
         self.worker_name = settings.worker_name
         self._blobs = Path(settings.data_dir) / "blobs"
         # Lease tokens: unique per attempt across processes and restarts (a random prefix per process).
@@ -202,6 +205,7 @@ class Dispatcher:
             job_id=job.id,
             attempt=job.attempt,
             lease_token=lease_token(job.id, f"{self.worker_name}|{self._token_prefix}{next(self._tokens):x}"),
+            max_run_s=entry.max_run_s,
         )
         progress = ProgressReporter(
             job.update_progress, fmt=self.settings.progress_format, interval_s=self.settings.progress_interval_s
@@ -210,16 +214,20 @@ class Dispatcher:
             await instance.validate()
             run = await self.runner.run(request, instance, progress, job.handoff)
         except InstanceBusy as exc:
+            reason = str(exc)
             if self.settings.duplicate_run_policy != "skip":
-                raise
+                holder = None if self.deferrals is None else await self.deferrals.claim(request.instance_key, job.id)
+                if holder is None:
+                    raise
+                reason = f"superseded: job {holder} is already deferred for this connector instance"
             skipped = JobOutcome(
                 status="skipped",
                 connector=request.connector,
                 connector_id=request.connector_id,
                 run_id="",
-                reason=str(exc),
+                reason=reason,
             )
-            return Completion(skipped.model_dump(mode="json", exclude_none=True), log=f"skipped: {exc}")
+            return Completion(skipped.model_dump(mode="json", exclude_none=True), log=f"skipped: {reason}")
         finally:
             await instance.aclose()
         outcome = run.outcome

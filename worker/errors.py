@@ -57,6 +57,10 @@ class RunStateTooLarge(PermanentError):
     """A run's stored crawl state reached its cap (``run_state_max_mb``)."""
 
 
+class RunTooLong(PermanentError):
+    """A crawl ran past its time limit (``max_run_s``); its checkpoint is kept for the next job."""
+
+
 class TransientError(CrawlWorkerError):
     """A failure worth retrying with backoff (network, 5xx, timeouts)."""
 

@@ -22,6 +22,58 @@ _INTEGERS = ("timestamp", "delay", "priority", "atm", "ats", "stc", "attemptsMad
 _JSON_FIELDS = ("progress", "stacktrace", "parent")
 
 
+#: The largest stored field of a job hash (other than ``data``, bounded by ``job_data_max_bytes``) the worker
+#: reads: a larger ``opts``, ``progress``, ``returnvalue``, ``stacktrace``... fails the job unread.
+FIELD_MAX_BYTES = 1_048_576
+#: The field a bounded read adds for the fields it left out: ``name=bytes,...``.
+OVERSIZE = "cw:oversize"
+#: The line of bullmq's scripts (``prepareJobForProcessing``) that hands a taken job's whole hash back.
+_WHOLE_HASH = 'return {rcall("HGETALL", jobKey), jobId, 0, 0}'
+# Every field of the hash up to its bound, sized with HSTRLEN before it is read (O(1)); a field over its
+# bound is not read at all, only named in OVERSIZE. Replaces HGETALL in the scripts that take a job.
+_BOUNDED_HASH = """
+local function cwBoundedHash(jobKey)
+  local out, over = {}, {}
+  for _, field in ipairs(redis.call("HKEYS", jobKey)) do
+    local size = redis.call("HSTRLEN", jobKey, field)
+    if size > (field == "data" and %(data)d or %(field)d) then
+      over[#over + 1] = field .. "=" .. size
+    else
+      out[#out + 1] = field
+      out[#out + 1] = redis.call("HGET", jobKey, field)
+    end
+  end
+  if #over > 0 then
+    out[#out + 1] = "%(oversize)s"
+    out[#out + 1] = table.concat(over, ",")
+  end
+  return out
+end
+"""
+
+
+def bounded_script(source: str, *, max_data_bytes: int) -> str:
+    """A bullmq script that takes a job (``moveToActive``, ``moveToFinished``, ``moveToDelayed``) with the
+    job's hash read field by field up to its bound instead of whole (a 64 MB ``opts`` never leaves Redis).
+    Raises ValueError when the script no longer has the line it replaces (another bullmq version)."""
+    if source.count(_WHOLE_HASH) != 1:
+        raise ValueError("bullmq script without the one HGETALL of the taken job: re-check job_hash.bounded_script")
+    function = _BOUNDED_HASH % {"data": max_data_bytes, "field": FIELD_MAX_BYTES, "oversize": OVERSIZE}
+    return function + source.replace(_WHOLE_HASH, "return {cwBoundedHash(jobKey), jobId, 0, 0}")
+
+
+def oversize_problem(raw: dict[str, Any], *, max_data_bytes: int) -> str | None:
+    """The fields a bounded read left out (:func:`bounded_script`), as the reason the job cannot be read."""
+    over = raw.get(OVERSIZE)
+    if not over:
+        return None
+    sizes = dict(item.rsplit("=", 1) for item in str(over).split(",") if "=" in item)
+    if "data" in sizes:
+        return f"job data is {sizes['data']} bytes, above job_data_max_bytes={max_data_bytes}"
+    named = ", ".join(f"{name} ({size} bytes)" for name, size in sizes.items())
+    return f"job field {named} above the {FIELD_MAX_BYTES}-byte bound on a job field; not read"
+
+
 def json_type(value: Any) -> str:
     """A value's type in the producer's terms (JSON), not Python's."""
     if value is None:

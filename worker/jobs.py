@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from worker.connections import RedisClient
 from worker.logs import get_logger
 from worker.models import JobStatus, State, normalize_connector
-from worker.status import JOB_FIELDS, Keys, loads, to_status, whole
+from worker.status import JOB_FIELDS, READ_MAX_BYTES, Keys, loads, read_heads, to_status, whole
 from worker.stuck import is_stuck
 
 log = get_logger(__name__)
@@ -130,16 +130,18 @@ def _range(pipe: Any, src: _Source, start: int, stop: int) -> None:
 
 
 async def _statuses(client: RedisClient, keys: Keys, items: Sequence[tuple[str, State]]) -> list[JobStatus]:
+    if not items:
+        return []
     pipe = client.pipeline(transaction=False)
+    read_heads(pipe, [keys.job(job_id) for job_id, _ in items])
     for job_id, state in items:
-        pipe.hmget(keys.job(job_id), list(JOB_FIELDS))
         if state in (State.ACTIVE, State.STUCK):
             pipe.exists(keys.lock(job_id))
-    results = iter(await pipe.execute())
+    rows, *locks = await pipe.execute()
+    held = iter(locks)
     out = []
-    for job_id, listed in items:
-        fields = next(results)
-        state = _active_state(next(results)) if listed in (State.ACTIVE, State.STUCK) else listed
+    for (job_id, listed), fields in zip(items, rows, strict=True):
+        state = _active_state(next(held)) if listed in (State.ACTIVE, State.STUCK) else listed
         if fields[JOB_FIELDS.index("timestamp")] is not None:  # removed between the range and the read
             out.append(to_status(job_id, fields, state))
     return out
@@ -165,11 +167,11 @@ def _decode(raw: str | None) -> Any:
 # connector name with non-ASCII bytes, or data cjson cannot decode, is passed through), so Python re-checks
 # the few candidates with the exact rule. KEYS[1]: the state's list or zset; ARGV: range kind, start, stop,
 # job key prefix, then the filter: text (lower case), created after / before (ms), connector (normalised),
-# connectorId, orgId ('' = not filtered).
+# connectorId, orgId ('' = not filtered), the largest data read (larger data matches no data filter).
 SCAN_CHUNK = """
 local kind, start, stop, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local text, after, before = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-local connector, cid, org = ARGV[8], ARGV[9], ARGV[10]
+local connector, cid, org, bound = ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
 local ids
 if kind == 'list' then ids = redis.call('LRANGE', KEYS[1], start, stop)
 elseif kind == 'zrev' then ids = redis.call('ZREVRANGE', KEYS[1], start, stop)
@@ -177,8 +179,8 @@ else ids = redis.call('ZRANGE', KEYS[1], start, stop) end
 local ws = '[%s\\28-\\31]+'
 local out = {#ids}
 for _, id in ipairs(ids) do
-  local v = redis.call('HMGET', base .. id, 'data', 'timestamp')
-  local raw, ts = v[1] or '', tonumber(v[2])
+  local raw, ts = '', tonumber(redis.call('HGET', base .. id, 'timestamp'))
+  if redis.call('HSTRLEN', base .. id, 'data') <= bound then raw = redis.call('HGET', base .. id, 'data') or '' end
   if ts and (ts ~= ts or ts == math.huge or ts == -math.huge) then ts = nil end  -- inf / nan: no readable time
   local ok = true
   if (after or before) and ts == nil then ok = false end  -- no readable creation time: no time filter matches
@@ -211,6 +213,7 @@ def _scan_args(src: _Source, keys: Keys, flt: JobFilter, start: int) -> list[str
     return [
         kind, start, start + CHUNK - 1, keys.key(""), (flt.text or "").encode().lower().decode(), after, before,
         normalize_connector(flt.connector) if flt.connector else "", flt.connector_id or "", flt.org_id or "",
+        READ_MAX_BYTES,
     ]  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from worker.errors import (
     NoProgressError,
     RetryLater,
     RunStateTooLarge,
+    RunTooLong,
     TransientError,
 )
 from worker.logs import get_logger, suppressed
@@ -61,6 +62,8 @@ class CrawlRequest:
     job_id: str
     attempt: int
     lease_token: str
+    #: The crawl's time limit (seconds) from the job's first attempt; None: the runner's default.
+    max_run_s: float | None = None
 
     @property
     def takeover_prefix(self) -> str:
@@ -93,8 +96,10 @@ class Runner:
         max_no_progress_attempts: int,
         busy_delay_s: float,
         max_state_bytes: int = 512 * 1024 * 1024,
+        max_run_s: float = 14400.0,
     ) -> None:
         self.busy_delay_s = busy_delay_s
+        self.max_run_s = max_run_s
         self.max_state_bytes = max_state_bytes
         self.store = store
         self.sink = sink
@@ -191,7 +196,7 @@ class Runner:
             while checkpoint.has_more:
                 if handoff.is_set():
                     raise HandOff()
-                step = await connector.run_step(checkpoint)
+                step = await self._timed_step(run, connector, checkpoint)
                 if lost.is_set():
                     raise LeaseLost(f"instance {lease.key}: lease lost during a step")
                 self._check_size(run, step.changes)
@@ -229,6 +234,23 @@ class Runner:
                 await self.store.save(lease, record, delete=run.take_deletions())
             raise
         return last
+
+    async def _timed_step(self, run: _Run, connector: Connector[Any, Any], checkpoint: Checkpoint) -> StepResult[Any]:
+        """One step, cut off when the crawl's time limit passes (RunTooLong; the checkpoint before it is kept)."""
+        limit = run.request.max_run_s or self.max_run_s
+        record = run.record
+        deadline = asyncio.timeout(max(record.job_started_at + limit - time.time(), 0))
+        try:
+            async with deadline:
+                return await connector.run_step(checkpoint)
+        except TimeoutError:
+            if not deadline.expired():  # the source's own timeout, not ours
+                raise
+            raise RunTooLong(
+                f"crawl of {run.request.connector}/{run.request.connector_id} ran longer than max_run_s={limit:g} s "
+                f"({record.counters.processed} items done); stopped without retries, its checkpoint is kept: "
+                "the next job resumes from it"
+            ) from None
 
     def _check_size(self, run: _Run, changes: StateChanges) -> None:
         """Fail the run when this step would take its stored state past the cap."""

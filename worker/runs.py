@@ -130,6 +130,8 @@ class RunRecord:
     job_id: str | None = None
     started_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    #: When the job running this record first ran it (its attempts and hand-offs count toward ``max_run_s``).
+    job_started_at: float = field(default_factory=time.time)
     last_completed_checkpoint: dict[str, Any] | None = None
     last_completed_version: int | None = None
     last_completed_at: float | None = None
@@ -181,6 +183,8 @@ class RunRecord:
         self.status = "running"
         self.commits_at_start = self.commits
         self.attempts += 1
+        if job_id != self.job_id:
+            self.job_started_at = time.time()
         self.job_id = job_id
 
     def commit_step(self, step: Any, written: int, checkpoint: dict[str, Any]) -> None:

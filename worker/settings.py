@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     duplicate_run_policy: Literal["defer", "skip"] = "defer"
     duplicate_run_delay_s: PositiveFloat = 30.0
     repeat_min_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    max_run_s: Annotated[float, Field(gt=0)] = 14400.0
     max_no_progress_attempts: PositiveInt = 5
     run_retention_days: PositiveInt = 30
     run_state_max_mb: PositiveInt = Field(512, description="Cap on one run's stored crawl state.")

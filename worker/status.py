@@ -52,6 +52,37 @@ RESERVED_IDS = frozenset({
 })  # fmt: skip
 #: Kept from a job's data when it cannot be read, so the page says what is there without shipping all of it.
 RAW_PREVIEW = 2000
+#: The largest field a read takes whole; a larger one comes back as its first :data:`RAW_PREVIEW` bytes.
+READ_MAX_BYTES = 1_048_576
+
+# The fields of job hashes, each sized (HSTRLEN, O(1)) before it is read: one row per KEYS entry, the
+# fields in ARGV[3..] order (nil when absent), then ``name=bytes,...`` for those over ARGV[1] bytes, whose
+# value is only their first ARGV[2] bytes (a 64 MB progress never leaves Redis whole).
+_HEADS = """
+local bound, preview = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local row, over = {}, {}
+  for j = 3, #ARGV do
+    local size = redis.call('HSTRLEN', key, ARGV[j])
+    if size > bound then
+      row[j - 2] = string.sub(redis.call('HGET', key, ARGV[j]), 1, preview)
+      over[#over + 1] = ARGV[j] .. '=' .. size
+    else
+      row[j - 2] = redis.call('HGET', key, ARGV[j])
+    end
+  end
+  row[#ARGV - 1] = table.concat(over, ',')
+  out[i] = row
+end
+return out
+"""
+
+
+def read_heads(target: Any, keys: Sequence[str]) -> Any:
+    """Queue (on a pipeline) or run the bounded read of :data:`JOB_FIELDS` of ``keys``: rows of the fields'
+    values, then the oversized fields (``name=bytes,...``)."""
+    return target.eval(_HEADS, len(keys), *keys, READ_MAX_BYTES, RAW_PREVIEW, *JOB_FIELDS)
 
 
 def not_a_job_id(job_id: str) -> bool:
@@ -122,23 +153,38 @@ def parse_data(raw: str | None) -> CrawlingJobData | dict[str, Any]:
         return value
 
 
+def _oversized(row: Sequence[str | None]) -> dict[str, str]:
+    over = row[len(JOB_FIELDS)] if len(row) > len(JOB_FIELDS) else None
+    return dict(item.rsplit("=", 1) for item in str(over or "").split(",") if "=" in item)
+
+
 def to_status(job_id: str, fields: Sequence[str | None], state: State) -> JobStatus:
-    """Build a JobStatus from the HMGET of :data:`JOB_FIELDS`."""
-    f = dict(zip(JOB_FIELDS, fields, strict=True))
-    progress = _json(f["progress"])
+    """Build a JobStatus from the values of :data:`JOB_FIELDS` (an HMGET, or a row of :func:`read_heads`,
+    whose oversized fields are shown as such: data as unreadable with a preview, progress as none)."""
+    over = _oversized(fields)
+    f = dict(zip(JOB_FIELDS, fields[: len(JOB_FIELDS)], strict=True))
+    progress = None if "progress" in over else _json(f["progress"])
     if not isinstance(progress, int | float | dict):
         progress = None
+    data: CrawlingJobData | dict[str, Any]
+    if "data" in over:
+        data = {"unreadable": f"{over['data']} bytes, too large to read", "preview": text(f["data"]) or ""}
+    else:
+        data = parse_data(f["data"])
+    reason = text(f["failedReason"]) or None
+    if reason and "failedReason" in over:
+        reason += f"... ({over['failedReason']} bytes)"
     return JobStatus(
         id=job_id,
         name=text(f["name"]) or "",
-        data=parse_data(f["data"]),
+        data=data,
         progress=progress,
         delay=whole(f["delay"]),
         timestamp=whole(f["timestamp"]) or 0,
         attempts_made=whole(f["attemptsMade"]) or whole(f["atm"]) or 0,
         finished_on=whole(f["finishedOn"]),
         processed_on=whole(f["processedOn"]),
-        failed_reason=text(f["failedReason"]) or None,
+        failed_reason=reason,
         state=state,
     )
 
@@ -164,7 +210,7 @@ async def get_status(client: RedisClient, keys: Keys, job_id: str) -> JobStatus 
     if not_a_job_id(job_id):
         return None
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.job(job_id), list(JOB_FIELDS))
+    read_heads(pipe, [keys.job(job_id)])
     pipe.hexists(keys.job(job_id), "timestamp")
     for zset in ("completed", "failed", "delayed", "prioritized"):
         pipe.zscore(keys.key(zset), job_id)
@@ -172,9 +218,10 @@ async def get_status(client: RedisClient, keys: Keys, job_id: str) -> JobStatus 
         pipe.lpos(keys.key(lst), job_id)
     pipe.exists(keys.lock(job_id))
     pipe.hget(keys.key("meta"), "paused")
-    fields, exists, *found, lock, paused = await pipe.execute(raise_on_error=False)
-    if isinstance(fields, Exception) or isinstance(exists, Exception) or not exists:  # WRONGTYPE: not a hash
+    rows, exists, *found, lock, paused = await pipe.execute(raise_on_error=False)
+    if isinstance(rows, Exception) or isinstance(exists, Exception) or not exists:  # WRONGTYPE: not a hash
         return None
+    fields = rows[0]
     names = ("completed", "failed", "delayed", "prioritized", "active", "wait", "paused")
     where = {name: value is not None for name, value in zip(names, found, strict=True)}
     state = state_of(where, queue_paused=bool(paused), lock_exists=bool(lock)) or State.WAITING

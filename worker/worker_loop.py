@@ -250,6 +250,14 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         next_job: list[Any] | None = raw2NextJobData(moved)
         return next_job
 
+    def bound_fields(self) -> None:
+        """The scripts that take a job read its hash field by field up to ``max_data_bytes`` (data) and
+        ``job_hash.FIELD_MAX_BYTES`` (every other field) instead of whole (``job_hash.bounded_script``)."""
+        commands = self.scripts.commands
+        for name in _TAKING_SCRIPTS:
+            source = job_hash.bounded_script(commands[name].script, max_data_bytes=self.max_data_bytes)
+            commands[name] = self.scripts.redisClient.register_script(source)
+
     async def load_scripts(self) -> None:
         """Load the bullmq scripts that completions send by SHA."""
         for name in _PIPELINED_SCRIPTS:
@@ -290,7 +298,11 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         if not job_data:
             return None
         self.drained = False
-        reason = job_hash.size_problem(job_data, max_data_bytes=self.max_data_bytes) or job_hash.text_problem(job_data)
+        reason = (
+            job_hash.oversize_problem(job_data, max_data_bytes=self.max_data_bytes)
+            or job_hash.size_problem(job_data, max_data_bytes=self.max_data_bytes)
+            or job_hash.text_problem(job_data)
+        )
         job: Job | None = None
         if reason is None:
             try:
@@ -426,6 +438,9 @@ _MOVE_TO_ACTIVE_KEYS = (
     *("wait", "active", "prioritized", "events", "stalled", "limiter", "delayed", "paused", "meta", "pc"),
     "marker",
 )
+
+#: The bullmq scripts that hand back the job they take (its whole hash, unless bounded).
+_TAKING_SCRIPTS = ("moveToActive", "moveToFinished", "moveToDelayed")
 
 #: The bullmq scripts a completion sends by SHA inside a pipeline.
 _PIPELINED_SCRIPTS = ("updateProgress", "moveToFinished")

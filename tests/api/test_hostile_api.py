@@ -137,3 +137,28 @@ async def test_a_body_is_not_read_before_the_token_and_size_are_checked(
     )
     line = await _raw_request(port, head)
     assert line.split(b" ")[1:2] == [status], line
+
+
+async def test_oversized_fields_are_read_as_heads(
+    http: httpx.AsyncClient, queue: Queue, raw_redis: aioredis.Redis
+) -> None:
+    """A 64 MB progress, 2 MB data and failedReason: the job, the listing and the export answer with heads only."""
+    job_id = await add_crawl(queue, "mock", "huge")
+    fields: dict[FieldT, EncodableT] = {
+        "progress": b"[" + b"0," * (32 << 20) + b"0]",
+        "data": b'{"x":"' + b"y" * (2 << 20) + b'"}',
+        "failedReason": "z" * (2 << 20),
+    }
+    await raw_redis.hset(f"bull:{queue.name}:{job_id}", mapping=fields)
+    one = await http.get(f"/v1/jobs/{job_id}", headers=auth(READ))
+    assert one.status_code == 200, one.text[:300]
+    assert len(one.content) < 10_000, "heads only"
+    job = one.json()
+    assert job["progress"] is None
+    assert job["data"]["unreadable"] == f"{(2 << 20) + 8} bytes, too large to read"
+    assert job["data"]["preview"].startswith('{"x":"yyy')
+    assert job["failedReason"].endswith(f"... ({2 << 20} bytes)")
+    for path, params in (("/v1/jobs", {}), ("/v1/jobs", {"connector": "mock"}), ("/v1/jobs/export", {})):
+        answer = await http.get(path, params=params, headers=auth(READ))
+        assert answer.status_code == 200, (path, answer.text[:300])
+        assert len(answer.content) < 10_000, (path, len(answer.content))
