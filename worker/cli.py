@@ -19,12 +19,13 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from worker import __version__, loop, systemd
-from worker.app import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, App
+from worker.app import App
 from worker.catalog import Catalog
 from worker.connections import make_client, redact_url
 from worker.connectors.registry import build_registry
 from worker.demo import run_demo
 from worker.errors import ConfigError, CrawlWorkerError, UnconfiguredInstance
+from worker.exits import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, RET_PIPE
 from worker.jobs_cli import add_parsers as add_job_parsers
 from worker.jobs_cli import main as jobs_main
 from worker.logs import configure, get_logger
@@ -36,8 +37,6 @@ log = get_logger("worker.cli")
 
 #: The org of an enqueued job whose connectorId has no org-guarded catalog entry.
 DEMO_ORG = "org-demo"
-#: A closed stdout: 128 + SIGPIPE, what a shell reports for a Unix tool killed by it.
-RET_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,14 +11,13 @@ from typing import Any, TextIO
 
 from worker.connections import make_client
 from worker.errors import ConfigError, InvalidJobData, JobNotFound, WrongState
+from worker.exits import RET_ERROR, RET_NOT_FOUND, RET_OK
 from worker.jobs import JobFilter
 from worker.models import ScheduleConfig, State
 from worker.operations import CLEANABLE, Operations
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import Period
-
-RET_OK, RET_ERROR, RET_NOT_FOUND = 0, 1, 5
 
 
 def _filters(p: argparse.ArgumentParser, *, state: bool = True) -> None:

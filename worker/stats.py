@@ -21,8 +21,8 @@ from enum import StrEnum
 from pydantic import BaseModel
 
 from worker.connections import RedisClient
+from worker.labels import OTHER
 from worker.logs import get_logger
-from worker.metrics import OTHER
 
 log = get_logger(__name__)
 
