@@ -147,6 +147,24 @@ async def test_a_huge_return_value_is_folded_and_served_whole_as_text(site: http
     assert json.loads(raw.text) == big
 
 
+async def test_the_job_page_shows_skips_from_the_return_value_and_inert_reasons(
+    site: httpx.AsyncClient, manual: Manual
+) -> None:
+    """Skips come from the return value when progress is a plain number; a hostile reason renders as text."""
+    job = await manual.take("skips")
+    await job.updateProgress(100)
+    result = {"documents": 3, "skipped": {"budget:max-pages": 2, "<b>x</b>": 1, "bad": "2"}, "truncated": True}
+    await job.moveToCompleted(result, "t-skips")
+    await sign_in(site, READ)
+    page = (await site.get(f"/ui/jobs/{job.id}")).text
+    section = page[page.index('id="skipped"') : page.index("</section>", page.index('id="skipped"'))]
+    assert "3 not fetched; truncated" in section
+    assert re.findall(r'<td class="mono">([^<]*)</td><td>(\d+)</td>', section) == [
+        ("&lt;b&gt;x&lt;/b&gt;", "1"),
+        ("budget:max-pages", "2"),
+    ]
+
+
 async def test_failures_group_by_root_error_class_and_retry_one_group(
     site: httpx.AsyncClient, ui_settings: Settings, queue: Queue
 ) -> None:

@@ -7,6 +7,7 @@ little whatever the job holds; the page folds what it cut and links to the whole
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,21 @@ class Detail:
     stack: list[str]
     processed_by: str | None
     stalled: int
+
+    def skipped(self, progress: object) -> tuple[dict[str, int], bool]:
+        """What the crawl did not fetch by reason, and whether that truncated it: from the return value when
+        it is whole, else from the last progress object (a running job's)."""
+        value = self.values.get("returnvalue")
+        reported: object = None
+        if value is not None and not value.cut:
+            with contextlib.suppress(ValueError):
+                reported = json.loads(value.text)
+        if not isinstance(reported, dict) or not isinstance(reported.get("skipped"), dict):
+            reported = progress
+        if not isinstance(reported, dict) or not isinstance(reported.get("skipped"), dict):
+            return {}, False
+        counts = {str(k): v for k, v in reported["skipped"].items() if isinstance(v, int) and not isinstance(v, bool)}
+        return counts, reported.get("truncated") is True
 
 
 async def read_detail(client: RedisClient, keys: Keys, job_id: str) -> Detail:
