@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := tests/interop/node_modules/.installed-stamp
 
-.PHONY: all install node run test lint format bench lock clean
+.PHONY: all install node run test check lint format bench lock clean
 
 ## `make` alone: lint, then test.
 all: lint test
@@ -41,6 +41,10 @@ run: install
 ## Run every test (real Redis on 127.0.0.1:6379 unless CRAWL_WORKER_TEST_REDIS_URL says otherwise).
 test: install node
 	$(BIN)/python -m pytest
+
+## The edit-test loop: lint, then every test that needs neither Node, Chromium, Docker nor a multi-second wait.
+check: lint
+	$(BIN)/python -m pytest -q -m "not node and not browser and not docker and not slow"
 
 ## ruff (lint and format check) and mypy strict, on worker/ and tests/ (and bench/ for ruff).
 lint: install

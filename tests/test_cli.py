@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from bullmq import Queue
 
-from tests.proc import run_cli, write_catalog
+from tests.proc import REPO, run_cli, worker_env, write_catalog
 from worker.app import App
 from worker.cli import freeze_start_up
 from worker.settings import Settings
@@ -104,3 +107,61 @@ async def test_run_freezes_what_start_up_built(make_settings: Callable[..., Sett
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+async def test_enqueue_takes_the_org_the_catalog_guards_and_refuses_what_it_cannot_add(
+    make_settings: Callable[..., Settings], queue: Queue, tmp_path: Path
+) -> None:
+    """No --org-id: the catalog entry's org_id (the README's example would be refused with org-demo); an empty
+    --connector is a clear exit 2, not a traceback; a --job-id that exists is said, not silently ignored."""
+    settings = make_settings()
+    catalog = tmp_path / "c.toml"
+    catalog.write_text('[instances."guarded"]\nconnector = "mock"\norg_id = "507f1f77bcf86cd799439012"\n')
+    env = {"redis_url": settings.redis_url, "queue_name": settings.queue_name, "catalog_file": catalog}
+    added = run_cli("enqueue", "--connector", "mock", "--connector-id", "guarded", "--job-id", "one", **env)
+    assert added.returncode == 0, added.stderr
+    assert (await queue.getJob("one")).data["orgId"] == "507f1f77bcf86cd799439012"
+    again = run_cli("enqueue", "--connector", "mock", "--connector-id", "guarded", "--job-id", "one", **env)
+    assert again.returncode == 1
+    assert "job 'one' already exists (prioritized)" in again.stderr
+    empty = run_cli("enqueue", "--connector", "", "--connector-id", "x", **env)
+    assert empty.returncode == 2
+    assert empty.stderr.startswith("crawl-worker: cannot enqueue: connector:"), empty.stderr
+    assert "Traceback" not in empty.stderr
+    unknown = run_cli("enqueue", "--connector", "mock", "--connector-id", "elsewhere", **env)
+    assert unknown.returncode == 0, unknown.stderr
+    assert (await queue.getJob(json.loads(unknown.stdout)["id"])).data["orgId"] == "org-demo"
+
+
+def test_a_closed_stdout_ends_the_command_quietly(make_settings: Callable[..., Settings]) -> None:
+    """`crawl-worker connectors | head -1`, the reader gone before the output: no "Redis unreachable ... Broken
+    pipe", no traceback; exit 141 as a Unix tool killed by SIGPIPE."""
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait(5)  # the pipe's only reader has exited: the next write fails with EPIPE
+    assert reader.stdin is not None
+    settings = make_settings()
+    writer = subprocess.run(
+        [sys.executable, "-m", "worker", "connectors"],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=worker_env(redis_url=settings.redis_url),
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    reader.stdin.close()
+    assert writer.returncode == 141, writer.stderr
+    assert writer.stderr == ""
+
+
+def test_api_on_a_taken_port_exits_2_with_a_clear_message(make_settings: Callable[..., Settings]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = make_settings()
+        result = run_cli("api", "--port", str(port), redis_url=s.redis_url, api_admin_token="t" * 20)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot serve the API on 127.0.0.1:{port}" in result.stderr
+    assert "crawl-worker api: http" not in result.stderr  # no banner for a server that never ran

@@ -147,6 +147,7 @@ def _until(check: Any, timeout: float, what: str) -> Any:
         time.sleep(0.5)
 
 
+@pytest.mark.docker
 def test_the_stack_starts_crawls_and_is_scraped(stack: Stack) -> None:
     """up --build: Redis, 2 workers, the API, Prometheus; a crawl of docs/ completes through the API's view,
     and Prometheus scrapes both worker replicas with the shipped rules loaded."""

@@ -28,6 +28,8 @@ from tests.helpers import add_crawl, wait_for, wait_state
 from tests.tools import missing, need
 from worker.settings import Settings
 
+pytestmark = pytest.mark.docker
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "crawl-worker:test"
 UID = 10001

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.proc import REPO
 from tests.tools import need
-from worker.app import RET_CONFIG
+from worker.exits import RET_CONFIG
 from worker.settings import Settings
 
 UNIT = REPO / "deploy" / "systemd" / "crawl-worker@.service"

@@ -157,3 +157,15 @@ async def test_the_any_type_rule_does_not_swallow_a_connector_this_worker_runs(
         await dispatcher.process(_job("mock", "x"))
     assert "connector 'mock' runs in this worker" in str(raised.value)
     assert classify(raised.value) is Next.FAIL
+
+
+@pytest.mark.parametrize("connector", [" ", "\t", "a\nb", "a\u200bb", "Confluence\u2028", "\x00"])
+async def test_a_connector_name_that_shows_nothing_or_hides_something_is_invalid_job_data(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, connector: str
+) -> None:
+    """Before it becomes an event name (``" ".resync``, ``"a\\nb.resync"``) it fails the job, no retry spent."""
+    catalog = Catalog.from_entries({}, {"*": InstanceEntry(connector="pipeshub-sync")})
+    dispatcher = _dispatcher(make_settings(), redis_client, catalog, CollectorRegistry())
+    data = {"connector": connector, "connectorId": "c1", "orgId": "o1"}
+    with pytest.raises(InvalidJobData, match="connector name"):
+        await dispatcher.process(_job("x", "c1", data=data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -67,3 +68,29 @@ def test_example_catalog_rules_validate_against_their_connectors() -> None:
     assert rules, "the example shows a rule"
     for rule in rules.values():
         registry.get(rule["connector"]).config_model.model_validate(rule.get("config", {}))
+
+
+def test_the_changelog_leads_with_the_packages_version() -> None:
+    """CHANGELOG.md's newest section is the version the package reports (the version moves with the log)."""
+    from worker import __version__
+
+    text = (REPO / "CHANGELOG.md").read_text()
+    newest = re.search(r"^## \[(\d+\.\d+\.\d+)\]", text, re.M)
+    assert newest is not None, "CHANGELOG.md has no '## [x.y.z]' section"
+    assert newest.group(1) == __version__
+
+
+def test_contributor_docs_name_only_commands_the_project_has() -> None:
+    """Every `make X` in the README and DEVELOPERS.md is a Makefile target; every other command line they tell
+    a contributor to run starts with a program the project installs or the machine always has."""
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    known = {"make", "crawl-worker", "python", "python3", "pip", "git", "npm", "node", "docker", "kubectl", "curl"}
+    known |= {"systemctl", "apt-get", "redis-server", "redis-cli", "export", "cd", ".venv/bin/python"}
+    for name in ("README.md", "DEVELOPERS.md"):
+        text = (REPO / name).read_text()
+        for target in re.findall(r"`make ([a-z][a-z-]*)", text):
+            assert target in targets, f"{name} names `make {target}`, which the Makefile lacks"
+        for command in re.findall(r"\brun `([^`]+)`", text):
+            program = command.split()[0]
+            assert program in known or program.startswith(("deploy/", "bench/", "tests/")), f"{name}: run `{command}`"

@@ -29,7 +29,7 @@ async def test_a_failed_stats_flush_is_logged_and_its_counts_kept(make_settings:
     """Redis gone: the flush loop logs stats.flush_failed and keeps the pending counts for the next flush."""
     s = make_settings()
     down = _nobody()
-    stats = StatsRecorder(down, prefix=s.prefix, queue=s.queue_name, retention_days=1)
+    stats = StatsRecorder(down, prefix=s.prefix, queue=s.queue_name, retention_days=1, connectors=["mock"])
     stats.record("mock", "completed", 1.0)
     with capture_logs() as logs:
         task = asyncio.create_task(stats.run(interval_s=0.01))

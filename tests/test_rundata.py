@@ -119,3 +119,13 @@ async def test_a_run_past_the_state_cap_fails_clearly_and_drops_its_state(
     assert record.status == "abandoned"
     assert record.counters.processed >= 3500
     assert await _data_keys(redis_client, s) == {}
+
+
+def test_the_state_cap_counts_utf8_bytes_not_characters() -> None:
+    """run_state_max_mb is a memory cap: a non-ASCII URL costs its UTF-8 bytes (it counted characters, so
+    non-ASCII URLs stored 60.6 MB under a 40 MiB cap)."""
+    changes = StateChanges()
+    changes.push("frontier", ["https://例え.jp/ページ"])  # 19 characters, 37 bytes
+    changes.add("seen", ["abc"])
+    changes.put("pages", {"k\u00e9": "v"})
+    assert changes.size == len("https://例え.jp/ページ".encode()) + 3 + len("k\u00e9".encode()) + 1

@@ -3,6 +3,6 @@
 Nothing runs on import; the entry point is :func:`worker.cli.main`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]

@@ -24,6 +24,7 @@ from worker.connectors.registry import Registry, build_registry
 from worker.consumer import QueueWorker
 from worker.deferrals import Deferrals
 from worker.dispatch import Dispatcher
+from worker.exits import RET_CONNECT, RET_FORCED, RET_OK
 from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger, reap, suppressed
 from worker.metrics import Metrics
@@ -38,11 +39,6 @@ from worker.sync_events import SyncEventPublisher, build_publisher
 
 log = get_logger(__name__)
 
-RET_OK = 0  # drained and stopped cleanly
-RET_ERROR = 1  # unexpected error
-RET_CONFIG = 2  # invalid settings or catalog
-RET_CONNECT = 3  # Redis unreachable during start-up
-RET_FORCED = 4  # stopped by force: active jobs were cancelled (they will be recovered as stalled)
 
 StartHook = Callable[["App"], Awaitable[None]]
 
@@ -192,7 +188,13 @@ class App:
             max_state_bytes=s.run_state_max_mb * 1024 * 1024,
             max_run_s=s.max_run_s,
         )
-        stats = StatsRecorder(self.client, prefix=s.prefix, queue=s.queue_name, retention_days=s.stats_retention_days)
+        stats = StatsRecorder(
+            self.client,
+            prefix=s.prefix,
+            queue=s.queue_name,
+            retention_days=s.stats_retention_days,
+            connectors=[*connectors.names(), *s.known_connectors],
+        )
         dispatcher = Dispatcher(
             s,
             registry=connectors,

@@ -10,19 +10,22 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from worker import __version__, loop, systemd
-from worker.app import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, App
+from worker.app import App
 from worker.catalog import Catalog
 from worker.connections import make_client, redact_url
 from worker.connectors.registry import build_registry
 from worker.demo import run_demo
-from worker.errors import ConfigError, CrawlWorkerError
+from worker.errors import ConfigError, CrawlWorkerError, UnconfiguredInstance
+from worker.exits import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK, RET_PIPE
 from worker.jobs_cli import add_parsers as add_job_parsers
 from worker.jobs_cli import main as jobs_main
 from worker.logs import configure, get_logger
@@ -32,6 +35,9 @@ from worker.queue import JobQueue, producer_job_options
 from worker.settings import Settings, load, systemd_environment
 
 log = get_logger("worker.cli")
+
+#: The org of an enqueued job whose connectorId has no org-guarded catalog entry.
+DEMO_ORG = "org-demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue = sub.add_parser("enqueue", help="add a PipesHub-shaped crawl job with the producer's options")
     enqueue.add_argument("--connector", required=True)
     enqueue.add_argument("--connector-id", required=True)
-    enqueue.add_argument("--org-id", default="org-demo")
+    enqueue.add_argument("--org-id", help="default: the catalog entry's org_id, else org-demo")
     enqueue.add_argument("--user-id", default="user-demo")
     enqueue.add_argument("--schedule-type", default="hourly", choices=[t.value for t in ScheduleType])
     enqueue.add_argument("--job-id", help="custom jobId (one-off jobs: crawl-<connector>-<id>-<orgId>)")
@@ -63,15 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_org(settings: Settings, connector_id: str) -> str:
+    """The org the catalog's entry for ``connector_id`` is guarded to (its jobs from any other org are refused)."""
+    try:
+        entry = Catalog.load(settings.catalog_file).get(connector_id)
+    except (ConfigError, UnconfiguredInstance):
+        return DEMO_ORG
+    return entry.org_id or DEMO_ORG
+
+
 async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
-    name, data = CrawlingJobData.for_instance(
-        args.connector, args.connector_id, org_id=args.org_id, user_id=args.user_id, schedule_type=args.schedule_type
-    ).to_job()
+    org_id = args.org_id if args.org_id is not None else _default_org(settings, args.connector_id)
+    try:
+        request = CrawlingJobData.for_instance(
+            args.connector, args.connector_id, org_id=org_id, user_id=args.user_id, schedule_type=args.schedule_type
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"cannot enqueue: {problems}") from None
+    name, data = request.to_job()
     opts = producer_job_options(attempts=args.attempts, priority=args.priority, delay_ms=args.delay_ms)
     if args.job_id:
         opts["jobId"] = args.job_id
     queue = JobQueue(settings, make_client(settings))
     try:
+        if args.job_id and (state := await queue.state(args.job_id)) is not None:
+            print(
+                f"crawl-worker: job {args.job_id!r} already exists ({state}); BullMQ keeps the first job with an id: "
+                "remove it (crawl-worker jobs remove) or choose another --job-id",
+                file=sys.stderr,
+            )
+            return RET_ERROR
         job_id = await queue.add(name, data, opts)
     finally:
         await queue.close()
@@ -170,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return RET_CONFIG
     except KeyboardInterrupt:
         return RET_ERROR
+    except BrokenPipeError:  # the reader went away (`jobs list | head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+        return RET_PIPE
     except (RedisError, ConnectionError) as exc:  # redis-py's ConnectionError, or a refused socket
         print(f"crawl-worker: Redis unreachable at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return RET_CONNECT

@@ -43,7 +43,7 @@ class StateChanges:
 
     def __init__(self) -> None:
         self.ops: list[StateOp] = []
-        #: Characters added (members, items, fields and values): what the run's state cap counts.
+        #: UTF-8 bytes added (members, items, fields and values): what the run's state cap counts.
         self.size = 0
 
     def __bool__(self) -> bool:
@@ -53,7 +53,8 @@ class StateChanges:
         values = list(args)
         if not values:
             return
-        self.size += sum(map(len, values))
+        # bytes as Redis stores them: a character each for ASCII (no copy), the encoded length otherwise
+        self.size += sum(map(len, values)) + sum(len(v.encode()) - len(v) for v in values if not v.isascii())
         last = self.ops[-1] if self.ops else None
         if last is not None and last.code == code and last.name == name:
             if code == PUSH_FRONT:

@@ -39,6 +39,7 @@ from worker.errors import (
 )
 from worker.handler import ActiveJob, Completion
 from worker.job_hash import json_type
+from worker.labels import OTHER
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import CrawlingJobData, JobOutcome, job_name
@@ -122,7 +123,7 @@ class Dispatcher:
     async def process(self, job: ActiveJob) -> Completion:
         """Run ``job``; return its completion or raise an error from ``worker.errors``."""
         started = time.monotonic()
-        connector = "other"
+        connector = OTHER
         bound = dict(structlog.contextvars.bind_contextvars(job_id=job.id, attempt=job.attempt))
         try:
             data = parse_job_data(job, self.settings.job_data_max_bytes)
@@ -278,7 +279,7 @@ class Dispatcher:
         cls, next_step = error_class(exc), classify(exc)
         if next_step is Next.ABANDON:
             log.warning("job.abandoned", reason=str(exc) or type(exc).__name__)
-            if connector != "other":
+            if connector != OTHER:
                 self._finished(job, connector, "abandoned", started)
             return
         if isinstance(exc, RetryLater):  # Next.LATER
@@ -291,7 +292,7 @@ class Dispatcher:
         final = next_step is Next.FAIL or job.attempt >= job.max_attempts
         outcome = "failed" if final else "retried"
         log.warning("job.failed" if final else "job.retrying", error=str(exc), error_class=cls)
-        if connector == "other" and self.metrics:
+        if connector == OTHER and self.metrics:
             self.metrics.job_failed_before_start(cls)
         else:
             self._finished(job, connector, outcome, started, cls)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 
+from worker.labels import OTHER
+
 
 class CrawlWorkerError(Exception):
     """Root of every error crawl-worker raises on purpose."""
@@ -174,9 +176,9 @@ def classify(exc: BaseException) -> Next:
 
 
 def error_class(exc: BaseException) -> str:
-    """A bounded label for metrics: our own class names, else ``transient`` / ``other``."""
+    """A bounded label for metrics: our own class names, else ``transient`` / ``other`` (OTHER)."""
     if isinstance(exc, CrawlWorkerError):
         return type(exc).__name__
     if isinstance(exc, (OSError, TimeoutError)):
         return "TransientError"
-    return "other"
+    return OTHER

@@ -13,14 +13,13 @@ from typing import Any, TextIO
 
 from worker.connections import make_client
 from worker.errors import ConfigError, InvalidJobData, JobNotFound, WrongState
+from worker.exits import RET_ERROR, RET_NOT_FOUND, RET_OK
 from worker.jobs import JobFilter
 from worker.models import ScheduleConfig, State
 from worker.operations import CLEANABLE, Operations
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import Period
-
-RET_OK, RET_ERROR, RET_NOT_FOUND = 0, 1, 5
 
 
 def _filters(p: argparse.ArgumentParser, *, state: bool = True) -> None:
@@ -188,13 +187,23 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
     from worker.api import create_app  # noqa: PLC0415
+    from worker.serving import bind  # noqa: PLC0415
 
     app = create_app(settings)
     port = settings.api_port if args.port is None else args.port
     host = args.host or settings.api_host
+    try:
+        sock = bind(host, port)
+    except OSError as exc:  # before the banner: a taken port is a configuration problem, said plainly (exit 2)
+        raise ConfigError(
+            f"cannot serve the API on {host}:{port}: {exc.strerror or exc} "
+            "(port in use? set CRAWL_WORKER_API_PORT or --port)"
+        ) from None
     print(f"crawl-worker api: http://{host}:{port}/v1/ (JSON), dashboard http://{host}:{port}/ui/", file=sys.stderr)
     # open dashboard event streams get 2 s to end on Ctrl-C / SIGTERM
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return RET_OK
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker import __version__
+from worker.labels import OTHER
 
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 7, 10, 15, 20)
-OTHER = "other"
 
 
 def _package_version(name: str) -> str:

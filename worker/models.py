@@ -9,6 +9,7 @@ import functools
 import math
 import re
 import time
+import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -121,6 +122,10 @@ def epoch_ms(value: Any) -> int | None:
     return None
 
 
+#: Unicode categories that print nothing or break a line: control, format (zero-width), line/paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def _identifier(value: Any) -> Any:
     """Numbers are accepted where ids are strings (a producer's ``connectorId: 42``)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -151,6 +156,17 @@ class CrawlingJobData(CamelModel):
     @classmethod
     def _ids(cls, value: Any) -> Any:
         return _identifier(value)
+
+    @field_validator("connector")
+    @classmethod
+    def _connector_name(cls, value: str) -> str:
+        """A connector name becomes an event name (``<connector>.resync``), a label and a registry key: it
+        must show something and hide nothing (no control, zero-width or line-separator characters)."""
+        if not value.strip():
+            raise ValueError("connector name is blank")
+        if hidden := sorted({f"U+{ord(ch):04X}" for ch in value if unicodedata.category(ch) in _HIDDEN}):
+            raise ValueError(f"connector name has invisible or control characters ({', '.join(hidden[:5])})")
+        return value
 
     @field_validator("user_id", mode="before")
     @classmethod

@@ -46,6 +46,11 @@ class JobQueue:
         job = await self._queue.add(name, data, opts)
         return str(job.id)
 
+    async def state(self, job_id: str) -> str | None:
+        """The state of job ``job_id``, None when there is no such job (BullMQ ignores an add with its id)."""
+        state = await self._queue.getJobState(job_id)
+        return None if state in (None, "unknown") else str(state)
+
     async def close(self) -> None:
         """Close the queue's connections."""
         await self._queue.close()

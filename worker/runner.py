@@ -222,6 +222,8 @@ class Runner:
                 if checkpoint.has_more:  # the last step's progress is the final one, reported below
                     await progress.report(record.counters.processed, record.total, **_extra(record, request, resumed))
                     record.percentage = progress.percentage
+                if handoff.is_set() and checkpoint.has_more:  # a wait the hand-off cut short ended the step
+                    raise HandOff()
                 if step.retry_after_s is not None and checkpoint.has_more:
                     raise RetryLater(f"{request.connector} source asked to come back later", step.retry_after_s)
         except LeaseLost:

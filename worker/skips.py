@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-OTHER = "other"
+from worker.labels import OTHER
 
 #: Skips of things the configuration says not to crawl: expected, not a truncation.
 SCOPE = frozenset(

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import BaseModel
 
 from worker.connections import RedisClient
+from worker.labels import OTHER
 from worker.logs import get_logger
 
 log = get_logger(__name__)
@@ -103,8 +105,12 @@ class StatsRecorder:
     the last interval's.
     """
 
-    def __init__(self, client: RedisClient, *, prefix: str, queue: str, retention_days: int) -> None:
+    def __init__(
+        self, client: RedisClient, *, prefix: str, queue: str, retention_days: int, connectors: Iterable[str]
+    ) -> None:
         self._client = client
+        #: the names a field may carry (as the metric labels): a job's own connector name is untrusted input
+        self._known = frozenset(connectors)
         self._prefix = prefix
         self._queue = queue
         self._ttl_s = retention_days * 86400
@@ -116,6 +122,7 @@ class StatsRecorder:
         ms = max(duration_s * 1000, 0.0)
         minute = int((time.time() if now_s is None else now_s) // 60)
         pending = self._pending
+        connector = connector if connector in self._known else OTHER
         pending[minute, f"{'c' if outcome == 'completed' else 'f'}:{connector}"] += 1
         pending[minute, f"t:{connector}"] += round(ms)
         pending[minute, f"b:{bucket_index(ms)}"] += 1

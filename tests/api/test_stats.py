@@ -23,7 +23,9 @@ async def test_periods_count_only_their_window(
 ) -> None:
     """Jobs 10 min, 5 h, 3 d and 20 d ago land in 1h/24h/7d/30d as expected; rates, avg and p95 follow."""
     s = make_settings()
-    rec = StatsRecorder(redis_client, prefix=s.prefix, queue=s.queue_name, retention_days=35)
+    rec = StatsRecorder(
+        redis_client, prefix=s.prefix, queue=s.queue_name, retention_days=35, connectors=["web", "drive"]
+    )
     now = time.time()
     for _ in range(19):
         await rec.add("web", "completed", 0.2, now_s=now - 600)  # 200 ms -> bucket <=250
@@ -95,7 +97,7 @@ async def test_counts_wait_in_memory_until_a_flush_and_survive_a_failed_one() ->
 
     server = FakeServer()
     client = FakeRedis(server=server, decode_responses=True)
-    rec = StatsRecorder(client, prefix="bull", queue="q", retention_days=35)
+    rec = StatsRecorder(client, prefix="bull", queue="q", retention_days=35, connectors=["web", "drive"])
     now = time.time()
     for _ in range(3):
         rec.record("web", "completed", 0.2, now_s=now)
@@ -115,3 +117,24 @@ async def test_counts_wait_in_memory_until_a_flush_and_survive_a_failed_one() ->
     assert stored["t:web"] == str(4 * 200 + 2000)
     assert await client.hgetall(f"bull:q:stats:h:{minute // 60}") == stored
     await client.aclose()
+
+
+async def test_junk_connector_names_from_job_data_do_not_grow_the_stats_hashes(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> None:
+    """2,000 jobs with 2,000 made-up connector names: counted under "other", so a minute's hash keeps a handful
+    of fields (on main: 3 fields per name, 6,000+ in one hash) and the overview names only known connectors."""
+    s = make_settings()
+    rec = StatsRecorder(redis_client, prefix=s.prefix, queue=s.queue_name, retention_days=1, connectors=["web"])
+    now = time.time()
+    for i in range(2000):
+        rec.record(f"junk-{i}", "failed", 0.1, now_s=now)
+    rec.record("web", "completed", 0.1, now_s=now)
+    await rec.flush()
+    keys = [k async for k in redis_client.scan_iter(match=f"bull:{s.queue_name}:stats:*")]
+    assert keys
+    for key in keys:
+        assert await redis_client.hlen(key) <= 6, key
+    overview = await read_stats(redis_client, prefix=s.prefix, queue=s.queue_name, period=Period.H1, now_s=now)
+    assert {c.connector for c in overview.by_connector} == {"web", "other"}
+    assert overview.total_jobs == 2001

@@ -3,6 +3,7 @@ capped waits, invalid URLs skipped (links, sitemaps, redirects, a stored frontie
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import Counter
@@ -182,6 +183,27 @@ async def test_huge_crawl_delay_skips_the_host_instead_of_waiting(tmp_path: Path
     assert skips.truncates(skipped)
 
 
+async def test_a_hand_off_ends_a_crawl_delay_wait_at_once(tmp_path: Path) -> None:
+    """Waiting out a 20 s Crawl-delay, the step ends as soon as the job is handed off; the pages stay queued."""
+    handoff = asyncio.Event()
+    context = ConnectorContext(connector_id="site", org_id="org", data_dir=tmp_path, handoff=handoff)
+    with serve(Site()) as site:
+        site.routes["/robots.txt"] = (200, {"Content-Type": "text/plain"}, b"User-agent: *\nCrawl-delay: 20\n")
+        site.routes["/"] = html("Home", links=("/a", "/b"))
+        conn = WebConnector(defaults(site), context)
+        async with aclosing(conn):
+            first = await conn.run_step(conn.initial_checkpoint(None))  # "/" at once; /a waits 20 s
+            asyncio.get_running_loop().call_later(0.3, handoff.set)
+            started = time.monotonic()
+            second = await conn.run_step(first.checkpoint)
+            elapsed = time.monotonic() - started
+    assert elapsed < 5
+    assert second.retry_after_s == 0
+    assert second.checkpoint.has_more
+    assert second.documents == []
+    assert "/a" not in site.fetched()
+
+
 async def test_retry_after_beyond_every_cap_skips_the_page(tmp_path: Path) -> None:
     """A 429 asking for 10^8 s skips the page (retry-after-too-long) instead of sending the job away for years."""
     with serve(Site()) as site:
@@ -193,10 +215,11 @@ async def test_retry_after_beyond_every_cap_skips_the_page(tmp_path: Path) -> No
 
 
 async def test_invalid_urls_are_skipped_in_links_sitemaps_and_redirects(tmp_path: Path) -> None:
-    """``http://x\\@host/`` and friends in links, a sitemap and a Location header are counted as invalid-url."""
+    """``http://x\\@host/`` and friends in links, a sitemap and a Location header are counted as invalid-url;
+    an over-long link as trap:url-too-long."""
     with serve(Site()) as site:
         b, bad_url = site.base, bad_link(site)
-        bad = (bad_url, "http://127.0.0.1:99999/", "http://[::1/", "http://a\x01b/", "/ok")
+        bad = (bad_url, "http://127.0.0.1:99999/", "http://[::1/", "http://a\x01b/", "/ok", "/" + "x" * 3000)
         site.routes["/"] = html("Home", links=(*bad, "/moved"))
         site.routes["/ok"] = html("OK")
         site.routes["/moved"] = (302, {"Location": bad_url}, b"")
@@ -204,7 +227,8 @@ async def test_invalid_urls_are_skipped_in_links_sitemaps_and_redirects(tmp_path
         docs, skipped, _ = await crawl(defaults(site, sitemaps=[f"{b}/sitemap.xml"]), tmp_path)
     assert sorted(d.title or "" for d in docs) == ["Home", "OK"]
     assert skipped["invalid-url"] == 4 + 1 + 1  # four links (the control character one included), sitemap, Location
-    assert not skips.truncates(skipped)
+    assert skipped["trap:url-too-long"] == 1  # dropped while parsing, counted all the same
+    assert set(skipped) == {"invalid-url", "trap:url-too-long"}
 
 
 async def test_a_stored_frontier_with_an_invalid_url_resumes_to_the_end(tmp_path: Path) -> None:
@@ -294,6 +318,29 @@ async def test_huge_crawl_delay_and_bad_links_end_the_job_promptly(make_settings
     assert result["documents"] == 1
     assert result["skipped"] == {"crawl-delay-too-long": 1, "invalid-url": 1}
     assert result["truncated"] is True
+
+
+async def test_a_resumed_job_whose_stored_frontier_holds_an_invalid_url_completes(
+    make_settings: Any, queue: Queue, redis_client: Any
+) -> None:
+    """The job comes back for a Retry-After; an invalid URL put in its frontier in Redis is skipped on resume."""
+    settings = make_settings()
+    with serve(Site()) as site:
+        later = [(429, {"Retry-After": "3"}, b"later"), html("Later")]
+        site.routes["/"] = html("Home", links=("/later",))
+        site.routes["/later"] = lambda n, _: later[min(n, 2) - 1]
+        cfg = defaults(site, max_retry_after_s=1).model_dump(mode="json")
+        async with running_app(settings, catalog_of(site={"connector": "web", "config": cfg})):
+            job_id = await add_crawl(queue, "web", "site")
+            assert await wait_state(queue, job_id, ["delayed"], timeout=30) == "delayed"
+            pattern = f"{settings.prefix}:{settings.queue_name}:cw:data:*:frontier"
+            (frontier,) = [key async for key in redis_client.scan_iter(match=pattern)]
+            await redis_client.lpush(frontier, f"1 {bad_link(site)}")
+            assert await wait_state(queue, job_id, ["completed", "failed"], timeout=30) == "completed"
+    result = (await queue.getJob(job_id)).returnvalue
+    assert result["resumed"] is True
+    assert result["documents"] == 2
+    assert result["skipped"] == {"invalid-url": 1}
 
 
 @settings(max_examples=400, deadline=None)

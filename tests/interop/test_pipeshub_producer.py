@@ -254,10 +254,10 @@ async def test_two_workers_racing_for_ticks_create_each_next_tick_once(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     """Two worker processes on one schedule: every tick runs once and each has exactly one successor."""
-    settings = make_settings(concurrency=3)
+    settings = make_settings(concurrency=3, repeat_min_interval_s=0)  # a 1 s schedule, as sent
     added = await _reconcile(redis_url, settings.queue_name, "Dropbox", "c-race", everyMs=1000)
     key = added["jobId"].rsplit(":", 1)[0]
-    other = make_settings(concurrency=3)
+    other = make_settings(concurrency=3, repeat_min_interval_s=0)
     async with running_app(settings, _route_all_to_mock()), running_app(other, _route_all_to_mock()):
         await wait_for(
             lambda: _at_least(lambda: members(redis_client, f"bull:{settings.queue_name}:completed"), 4),

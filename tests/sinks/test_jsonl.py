@@ -62,3 +62,20 @@ async def test_the_index_is_read_line_by_line_not_the_whole_file(tmp_path: Path)
     finally:
         tracemalloc.stop()
     assert peak < 8_000_000, f"indexing a {size} B file peaked at {peak} B"
+
+
+async def test_two_instances_never_share_a_file(tmp_path: Path) -> None:
+    """connectorIds a/b and a_b, orgs x:y and x_y, "..", "", long ids: one file each, all under the data dir."""
+    long = "x" * 300
+    names = [("org", "a/b"), ("org", "a_b"), ("x:y", "id"), ("x_y", "id"), ("org", ".."), ("org", ""), ("org", "%")]
+    names += [("org", long), ("org", long + "y"), ("org", "caf\u00e9"), ("org", "a%2Fb")]
+    sink = JsonlSink(tmp_path)
+    paths = [sink.path_for(InstanceRef(org, "web", cid, "run-1")) for org, cid in names]
+    assert len(set(paths)) == len(names)
+    for (org, cid), path in zip(names, paths, strict=True):
+        assert path.resolve().is_relative_to(tmp_path.resolve()), path
+        assert all(len(part) <= 200 for part in path.parts)
+        await sink.write(InstanceRef(org, "web", cid, "run-1"), [_doc(1, text=f"{org}|{cid}")])
+    for (org, cid), path in zip(names, paths, strict=True):
+        assert [line["text"] for line in _lines(path)] == [f"{org}|{cid}"]
+    assert sink.path_for(INSTANCE) == tmp_path / "org" / "filesystem" / "fs" / "documents.jsonl"  # plain names stay

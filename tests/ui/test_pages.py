@@ -7,10 +7,11 @@ import re
 import time
 
 import httpx
+import redis.asyncio as aioredis
 from bullmq import Queue, Worker
 
 from tests.api.conftest import ADMIN, READ, place_jobs
-from tests.helpers import add_crawl, catalog_of, fail_jobs, running_app, wait_state
+from tests.helpers import add_crawl, catalog_of, fail_jobs, running_app, wait_for, wait_state
 from tests.ui.conftest import Manual, sign_in
 from worker.models import ScheduleConfig, ScheduleType
 from worker.operations import Operations
@@ -146,6 +147,24 @@ async def test_a_huge_return_value_is_folded_and_served_whole_as_text(site: http
     assert json.loads(raw.text) == big
 
 
+async def test_the_job_page_shows_skips_from_the_return_value_and_inert_reasons(
+    site: httpx.AsyncClient, manual: Manual
+) -> None:
+    """Skips come from the return value when progress is a plain number; a hostile reason renders as text."""
+    job = await manual.take("skips")
+    await job.updateProgress(100)
+    result = {"documents": 3, "skipped": {"budget:max-pages": 2, "<b>x</b>": 1, "bad": "2"}, "truncated": True}
+    await job.moveToCompleted(result, "t-skips")
+    await sign_in(site, READ)
+    page = (await site.get(f"/ui/jobs/{job.id}")).text
+    section = page[page.index('id="skipped"') : page.index("</section>", page.index('id="skipped"'))]
+    assert "3 not fetched; truncated" in section
+    assert re.findall(r'<td class="mono">([^<]*)</td><td>(\d+)</td>', section) == [
+        ("&lt;b&gt;x&lt;/b&gt;", "1"),
+        ("budget:max-pages", "2"),
+    ]
+
+
 async def test_failures_group_by_root_error_class_and_retry_one_group(
     site: httpx.AsyncClient, ui_settings: Settings, queue: Queue
 ) -> None:
@@ -222,3 +241,26 @@ async def test_the_event_stream_carries_progress_and_state_from_bullmqs_events(
     assert {"event": "progress", "jobId": job.id, "state": "active", "progress": 40.0} in mine
     assert {"event": "completed", "jobId": job.id, "state": "completed", "progress": 100.0} in mine
     assert "secret" not in json.dumps(lines)
+
+
+async def test_the_job_page_shows_who_processed_it_and_its_stalls_from_bullmqs_own_fields(
+    site: httpx.AsyncClient, ui_settings: Settings, queue: Queue, redis_client: aioredis.Redis
+) -> None:
+    """BullMQ's Lua writes ``pb`` (processedBy) and ``stc`` (stalled counter): a job recovered once after its lock
+    was lost shows the worker's name and "1 time(s)" (the page read ``processedBy`` / ``stalledCounter``)."""
+    settings = ui_settings.model_copy(
+        update={"worker_name": "page-worker-7", "lock_duration_ms": 5000, "stalled_interval_ms": 1000}
+    )
+    catalog = catalog_of(slow={"connector": "mock", "config": {"items": 2, "step_size": 1, "step_delay_s": 0.6}})
+    job_id = await add_crawl(queue, "mock", "slow", removeOnComplete=False)
+    async with running_app(settings, catalog):
+        lock = f"bull:{settings.queue_name}:{job_id}:lock"
+        await wait_for(lambda: redis_client.exists(lock), what="the job's lock")
+        await redis_client.delete(lock)  # as if the worker had stalled: the stalled check recovers it
+        assert await wait_state(queue, job_id, ["completed"], timeout=30) == "completed"
+    stored = await redis_client.hmget(f"bull:{settings.queue_name}:{job_id}", "pb", "stc")
+    assert stored == ["page-worker-7", "1"], "BullMQ's own field names"
+    await sign_in(site, READ)
+    html = (await site.get(f"/ui/jobs/{job_id}")).text
+    assert re.search(r"<dt>processed by</dt><dd>page-worker-7</dd>", html)
+    assert re.search(r"<dt>stalled</dt><dd>1 time\(s\)</dd>", html)

@@ -468,6 +468,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             page, links = prepared.parsed
             title, text = page.title, page.text
             self._count("invalid-url", page.invalid_links)
+            self._count("trap:url-too-long", page.long_links)
             flag = self._trap_guard().learn(response.url, f"{title}\n{text}")
             if flag is not None:  # two session tokens, one page: that token is left out of keys from now on
                 state.count(flag)

@@ -1,31 +1,43 @@
 """The default sink: one JSON Lines file per connector instance under the data directory.
 
-``<data_dir>/<org_id>/<connector>/<connector_id>/documents.jsonl``, one document (or tombstone)
-per line. Idempotent by document id: a document whose content hash (and deletion flag) matches
-the last line written for its id is not written again, so a replayed step after a crash adds
-nothing. The index is rebuilt from the file on first use, reading it line by line (a re-crawl's
-file can be large); a torn last line is cut off first.
+``<data_dir>/<org_id>/<connector>/<connector_id>/documents.jsonl``, one document (or tombstone) per line; each
+part is percent-encoded where it is not a plain name, so no two instances share a file. Idempotent by document
+id: a document whose content hash (and deletion flag) matches the last line written for its id is not written
+again, so a replayed step after a crash adds nothing. The index is rebuilt from the file on first use, reading
+it line by line (a re-crawl's file can be large); a torn last line is cut off first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 from worker.documents import Document
 from worker.sinks.base import InstanceRef, Sink
 
 _TAIL = 64 * 1024
-_SAFE = str.maketrans(dict.fromkeys('/\\:*?"<>|\x00', "_"))
+#: Kept as they are in folder names; everything else is percent-encoded (``%`` included), so two different
+#: ids never share a folder (``a/b`` -> ``a%2Fb``, ``a_b`` stays).
+_KEEP = "-_.@+=,"  # not "~": it marks a hashed long id
+_MAX_PART = 200
 
 
 def _part(value: str) -> str:
-    cleaned = value.translate(_SAFE).strip(".") or "_"
-    return cleaned[:200]
+    """One path component for ``value``: injective, never ``.``/``..``/hidden, at most 200 characters."""
+    cleaned = quote(value, safe=_KEEP)
+    if cleaned.startswith("."):
+        cleaned = "%2E" + cleaned[1:]
+    if not cleaned:
+        return "%"  # a lone "%" is nothing quote() writes
+    if len(cleaned) > _MAX_PART:  # a long id: a prefix for people, its hash for uniqueness
+        cleaned = cleaned[: _MAX_PART - 34] + "~" + hashlib.sha256(value.encode()).hexdigest()[:33]
+    return cleaned
 
 
 class JsonlSink(Sink):

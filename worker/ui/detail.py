@@ -7,6 +7,7 @@ little whatever the job holds; the page folds what it cut and links to the whole
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ from worker.status import Keys
 HEAD_BYTES = 32_768
 #: Values longer than this start folded on the page.
 FOLD_BYTES = 2_048
-FIELDS = ("data", "opts", "returnvalue", "stacktrace", "processedBy", "stalledCounter")
+#: ``pb`` and ``stc`` are the names BullMQ's Lua writes for processedBy and the stalled counter.
+FIELDS = ("data", "opts", "returnvalue", "stacktrace", "pb", "stc")
 #: Fields whose whole stored text can be downloaded (``/ui/jobs/<id>/raw/<field>``).
 RAW_FIELDS = ("data", "opts", "returnvalue", "stacktrace")
 
@@ -89,6 +91,21 @@ class Detail:
     processed_by: str | None
     stalled: int
 
+    def skipped(self, progress: object) -> tuple[dict[str, int], bool]:
+        """What the crawl did not fetch by reason, and whether that truncated it: from the return value when
+        it is whole, else from the last progress object (a running job's)."""
+        value = self.values.get("returnvalue")
+        reported: object = None
+        if value is not None and not value.cut:
+            with contextlib.suppress(ValueError):
+                reported = json.loads(value.text)
+        if not isinstance(reported, dict) or not isinstance(reported.get("skipped"), dict):
+            reported = progress
+        if not isinstance(reported, dict) or not isinstance(reported.get("skipped"), dict):
+            return {}, False
+        counts = {str(k): v for k, v in reported["skipped"].items() if isinstance(v, int) and not isinstance(v, bool)}
+        return counts, reported.get("truncated") is True
+
 
 async def read_detail(client: RedisClient, keys: Keys, job_id: str) -> Detail:
     """Heads of the job's big fields and the small ones (one round trip)."""
@@ -100,11 +117,11 @@ async def read_detail(client: RedisClient, keys: Keys, job_id: str) -> Detail:
         if name in RAW_FIELDS
     }
     stack_size, stack_head = found.get("stacktrace", (0, ""))
-    stalled = found.get("stalledCounter", (0, "0"))[1]
+    stalled = found.get("stc", (0, "0"))[1]
     return Detail(
         values=values,
         stack=_stack(stack_head, stack_size > len(stack_head.encode())),
-        processed_by=found.get("processedBy", (0, None))[1],
+        processed_by=found.get("pb", (0, None))[1],
         stalled=int(stalled) if stalled.isdigit() else 0,
     )
 

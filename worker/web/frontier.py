@@ -81,7 +81,8 @@ class Frontier:
                 continue
             self.queue.append((url, int(depth)))
         self.seen = {int(member, 16) for member in await data.members(SEEN)}
-        self.patterns = Counter({k: int(v) for k, v in (await data.mapping(PATTERNS)).items()})
+        self.patterns.clear()  # in place: the trap guards count in this very Counter
+        self.patterns.update({k: int(v) for k, v in (await data.mapping(PATTERNS)).items()})
         self.done = {int(digest(key), 16) for key in await data.fields(PAGES)}
         return bad
 

@@ -30,6 +30,8 @@ class Page:
     nofollow: bool = False
     #: Links that are not valid URLs (``http://x\\@host/``, bad ports, ...): skipped as ``invalid-url``.
     invalid_links: int = 0
+    #: Links longer than ``max_url_length``: dropped here, skipped as ``trap:url-too-long``.
+    long_links: int = 0
 
 
 def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
@@ -53,15 +55,19 @@ def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
     robots_meta = tree.css_first('meta[name="robots"]')
     nofollow = robots_meta is not None and "nofollow" in (robots_meta.attributes.get("content") or "").lower()
     links: list[str] = []
-    invalid = 0
+    invalid = too_long = 0
     for node in tree.css("a[href]"):
         attributes = node.attributes
         href = attributes.get("href") or ""
-        if len(href) > max_url_length or "nofollow" in (attributes.get("rel") or "").lower():
+        if "nofollow" in (attributes.get("rel") or "").lower():
+            continue
+        if len(href) > max_url_length:
+            too_long += 1
             continue
         url, bad = resolve(href, base)
         if url and len(url) <= max_url_length:
             links.append(url)
+        too_long += bool(url) and len(url or "") > max_url_length
         invalid += bad
     tree.strip_tags(list(_DROP))
     body = tree.body
@@ -73,6 +79,7 @@ def parse(html: str, base_url: str, max_url_length: int = 2048) -> Page:
         canonical=canonical,
         nofollow=nofollow,
         invalid_links=invalid,
+        long_links=too_long,
     )
 
 

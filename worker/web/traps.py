@@ -167,19 +167,23 @@ class Traps:
         if self.counts[flag]:
             return None
         segments[at] = "{session}"
-        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-        first = self._texts.setdefault(("/".join(segments) + "?" + parts.query, digest), token)
+        first = self._texts.setdefault(("/".join(segments) + "?" + parts.query, _digest(text)), token)
         return flag if first != token else None
 
 
 def _keyset(url: str) -> tuple[str, str] | None:
-    """(host + path, host + path + sorted query key names), or None without a query."""
+    """(host + path, host + path + sorted query key names) as 64-bit digests (one pair per path with a query
+    is stored: 16 hex characters each, whatever the path's length), or None without a query."""
     parts = split(url)
     if parts is None or not parts.query:
         return None
     keys = sorted({k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)})
     path = f"{parts.netloc.lower()}{parts.path}"
-    return path, f"{path}?{'&'.join(keys)}"
+    return _digest(path), _digest(f"{path}?{'&'.join(keys)}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 __all__ = ["TrapLimits", "Traps", "calendar_template", "looks_like_token"]
