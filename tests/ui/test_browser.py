@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from bullmq import Queue, Worker
 from tests.api.conftest import ADMIN, READ, serve
 from tests.connectors.test_traps import crawl_trap_site
 from tests.helpers import add_crawl, catalog_of, fail_jobs, running_app, wait_state
+from tests.proc import Processes, write_catalog
 from tests.ui.browser import chromium
 from tests.ui.conftest import Manual
 from worker.catalog import Catalog
@@ -188,3 +190,28 @@ async def test_the_job_and_instances_pages_show_what_a_trap_crawl_skipped(ui_set
         listed = await page.locator("dd.skipped").first.inner_text()
         assert all(f"{reason} {count}" in listed for reason, count in skipped.items())
         assert "(truncated)" in listed
+
+
+async def test_a_running_crawl_on_another_process_is_cancelled_from_its_page(
+    ui_settings: Settings, queue: Queue, tmp_path: Path, processes: Processes
+) -> None:
+    """Cancel + Confirm on a running crawl's page: its worker process stops it within 5 s; the page shows failed,
+    cancelled by dashboard, one attempt."""
+    slow = {"connector": "mock", "config": {"items": 100_000, "step_size": 1, "step_delay_s": 0.05}}
+    catalog = write_catalog(tmp_path / "catalog.toml", {"runaway": slow})
+    processes.crawler(ui_settings, catalog, tmp_path)
+    job_id = await add_crawl(queue, "mock", "runaway")
+    await wait_state(queue, job_id, ["active"])
+    async with dashboard(ui_settings) as (base, page):
+        await sign_in(page, base, ADMIN, f"/ui/jobs/{job_id}")
+        await page.click("button[data-action=cancel]")
+        assert "its checkpoint is kept" in (await page.text_content(".confirm-text") or "")
+        await page.click("#confirm")
+        since = time.monotonic()
+        await page.wait_for_url(f"**/ui/jobs/{job_id}")
+        assert "its worker stops it within seconds" in (await page.text_content(".flash") or "")
+        await wait_state(queue, job_id, ["failed"], timeout=10)
+        assert time.monotonic() - since < 5.0
+        await until(page, f"document.querySelector(\"[data-state-of='{job_id}']\").textContent === 'failed'")
+    job = await Queue.getJob(queue, job_id)
+    assert (job.failedReason, job.attemptsMade) == ("cancelled by dashboard", 1)
