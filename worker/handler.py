@@ -25,11 +25,15 @@ class CancelSignal:
     event: asyncio.Event = field(default_factory=asyncio.Event)
     by: str = ""
     discard_checkpoint: bool = False
+    #: The crawl step under way, cancelled when the request arrives (the runner sets it).
+    step: asyncio.Future[Any] | None = None
 
     def set(self, by: str, discard_checkpoint: bool) -> None:
-        """The request arrived."""
+        """The request arrived: the step under way is cut short."""
         self.by, self.discard_checkpoint = by, discard_checkpoint
         self.event.set()
+        if self.step is not None:
+            self.step.cancel()
 
     def is_set(self) -> bool:
         """Has the job been asked to stop?"""

@@ -33,20 +33,28 @@ _WHOLE_HASH = 'return {rcall("HGETALL", jobKey), jobId, 0, 0}'
 # bound is not read at all, only named in OVERSIZE. Replaces HGETALL in the scripts that take a job.
 _BOUNDED_HASH = """
 local function cwBoundedHash(jobKey)
-  local out, over = {}, {}
-  for _, field in ipairs(redis.call("HKEYS", jobKey)) do
+  local fields, over = redis.call("HKEYS", jobKey), {}
+  for _, field in ipairs(fields) do
     local size = redis.call("HSTRLEN", jobKey, field)
     if size > (field == "data" and %(data)d or %(field)d) then
       over[#over + 1] = field .. "=" .. size
-    else
+    end
+  end
+  if #over == 0 then
+    return redis.call("HGETALL", jobKey)
+  end
+  local out, skip = {}, {}
+  for _, item in ipairs(over) do
+    skip[string.match(item, "^(.*)=%%d+$")] = true
+  end
+  for _, field in ipairs(fields) do
+    if not skip[field] then
       out[#out + 1] = field
       out[#out + 1] = redis.call("HGET", jobKey, field)
     end
   end
-  if #over > 0 then
-    out[#out + 1] = "%(oversize)s"
-    out[#out + 1] = table.concat(over, ",")
-  end
+  out[#out + 1] = "%(oversize)s"
+  out[#out + 1] = table.concat(over, ",")
   return out
 end
 """

@@ -10,7 +10,6 @@ a run whose stored state passes ``run_state_max_mb`` fails (RunStateTooLarge) an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import secrets
 import time
@@ -405,17 +404,17 @@ def _cancelled(cancel: CancelSignal) -> JobCancelled:
 
 
 async def _unless_cancelled(step: Awaitable[StepResult[Any]], cancel: CancelSignal) -> StepResult[Any]:
-    """``step``, cut short (cancelled, then JobCancelled raised) when the job is cancelled before it ends."""
-    task = asyncio.ensure_future(step)
-    waiter = asyncio.ensure_future(cancel.event.wait())
+    """``step``, run as a task the cancel signal cancels when the job is cancelled (JobCancelled is raised)."""
+    if cancel.is_set():
+        raise _cancelled(cancel)
+    task: asyncio.Future[StepResult[Any]] = asyncio.ensure_future(step)
+    cancel.step = task
     try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if cancel.is_set() and (current is None or not current.cancelling()):  # ours, not a caller's cancel
+            raise _cancelled(cancel) from None
+        raise
     finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-    if task.done() and not task.cancelled():
-        return task.result()  # a step that ended is committed; the loop then sees the cancel
-    raise _cancelled(cancel)
+        cancel.step = None
