@@ -198,6 +198,7 @@ async def test_first_crawl_fetches_emits_and_skips_exactly_what_it_should(tmp_pa
     assert stats["duplicate"] == 1  # /canonical-dup names /about as canonical
 
 
+@pytest.mark.slow
 async def test_second_run_emits_only_changes_and_deletions(tmp_path: Path) -> None:
     """Run 2 after edits: the changed page, a tombstone for the removed one; 304 and same-hash pages skipped."""
     with serve(Site()) as site:
@@ -293,7 +294,7 @@ async def test_web_crawl_runs_end_to_end_through_the_worker(
         async with running_app(settings, catalog_of(site={"connector": "web", "config": cfg}), sink=sink) as app:
             job_id = await add_crawl(queue, "web", "site")
             assert await wait_state(queue, job_id, ["completed", "failed"], timeout=60) == "completed"
-            registry = app.registry
+            registry = app.metrics_registry
         job = await queue.getJob(job_id)
     assert job.returnvalue["documents"] == 12
     assert job.returnvalue["failures"] == 3
