@@ -14,10 +14,10 @@ import pytest
 from tests.connectors.site import Site, html, serve
 from tests.connectors.test_web import crawl
 from worker.connectors.base import ConnectorContext
-from worker.connectors.web import WebConfig, WebConnector
+from worker.connectors.web.connector import WebConfig, WebConnector
+from worker.connectors.web.fetch import Fetcher
 from worker.crawlstate import MemoryRunData
 from worker.errors import FetchError
-from worker.web.fetch import Fetcher
 
 Talk = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
-from worker.web.fetch import Response
-from worker.web.urls import absolute, resolve, url_key
+from worker.connectors.web.fetch import Response
+from worker.connectors.web.urls import absolute, resolve, url_key
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 

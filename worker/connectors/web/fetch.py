@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from worker.connectors.web.ssrf import AddressGuard
+from worker.connectors.web.urls import resolve, valid
 from worker.errors import BlockedAddress, ComeBackLater, FetchError
-from worker.web.ssrf import AddressGuard
-from worker.web.urls import resolve, valid
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({429, 503})

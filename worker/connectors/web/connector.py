@@ -3,12 +3,12 @@
 Each step fetches up to ``pages_per_step`` pages off the frontier (concurrently, within the
 per-host limits), parses the HTML ones in a worker thread (lexbor releases the GIL, and the event
 loop stays free for other crawls and the lease keeper) and returns their documents. The frontier,
-seen set, page states and skip reasons live in the run's stored state (``worker.web.frontier``),
+seen set, page states and skip reasons live in the run's stored state (``frontier``),
 which grows by what each step added; the checkpoint keeps counters. A crash replays at most one step.
 
 Order of checks for every discovered URL: validity (``invalid-url``), length (over-long URLs are dropped
 before they are stored anywhere), seen (a learned session token left out of the key), http(s) and trap
-guards (``worker.web.traps``), host scope (host and port), path scope, include / exclude patterns, depth,
+guards (``traps``), host scope (host and port), path scope, include / exclude patterns, depth,
 page budget, robots.txt (and its Crawl-delay cap); the address guard runs on every request. Every URL
 not fetched is counted by reason (``worker.skips``) in the step's ``skipped`` counts, and kept (bounded)
 in the ``skipped`` map.
@@ -29,18 +29,27 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from worker.connectors.base import Checkpoint, Connector, ConnectorContext, StepResult
+from worker.connectors.web.config import WebConfig
+from worker.connectors.web.fetch import Fetcher, Politeness, Response
+from worker.connectors.web.frontier import PAGES, SKIPPED, Frontier, PageState
+from worker.connectors.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
+from worker.connectors.web.robots import Robots
+from worker.connectors.web.sitemaps import parse_sitemap
+from worker.connectors.web.ssrf import AddressGuard, system_resolver
+from worker.connectors.web.traps import TrapLimits, Traps
+from worker.connectors.web.urls import (
+    has_session_id,
+    host_port,
+    in_host_scope,
+    resolve,
+    trap_reason,
+    under_path,
+    url_key,
+    valid,
+)
 from worker.documents import Document, ItemFailure, content_hash, stable_id
 from worker.errors import BlockedAddress, ComeBackLater, FetchError, InvalidConnectorConfig
 from worker.logs import reap
-from worker.web.config import WebConfig
-from worker.web.fetch import Fetcher, Politeness, Response
-from worker.web.frontier import PAGES, SKIPPED, Frontier, PageState
-from worker.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
-from worker.web.robots import Robots
-from worker.web.sitemaps import parse_sitemap
-from worker.web.ssrf import AddressGuard, system_resolver
-from worker.web.traps import TrapLimits, Traps
-from worker.web.urls import has_session_id, host_port, in_host_scope, resolve, trap_reason, under_path, url_key, valid
 
 TEXT_TYPES = ("text/plain", "text/markdown", "text/csv")
 MAX_SKIPPED_KEPT = 5000
