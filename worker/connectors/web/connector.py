@@ -30,7 +30,7 @@ import aiohttp
 
 from worker.connectors.base import Checkpoint, Connector, ConnectorContext, StepResult
 from worker.connectors.web.config import WebConfig
-from worker.connectors.web.fetch import Fetcher, Politeness, Response
+from worker.connectors.web.fetch import Fetcher, Politeness, Response, pinned_client
 from worker.connectors.web.frontier import PAGES, SKIPPED, Frontier, PageState
 from worker.connectors.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
 from worker.connectors.web.robots import Robots
@@ -118,11 +118,6 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
     def _fetch(self) -> Fetcher:
         if self._fetcher is None:
             c = self.config
-            self._client = aiohttp.ClientSession(
-                headers={"User-Agent": c.user_agent},
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-                timeout=aiohttp.ClientTimeout(total=None),  # the Fetcher sets one deadline per request
-            )
             politeness = Politeness(
                 per_host_concurrency=c.per_host_concurrency,
                 min_delay_s=c.min_delay_s,
@@ -135,6 +130,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                 timeout_s=c.timeout_s,
             )
             guard = AddressGuard(c.allowed_networks, self.context.resolver or system_resolver)
+            self._client = pinned_client(guard, c.user_agent)
             self._fetcher = Fetcher(self._client, guard, politeness, self.context.handoff)
         return self._fetcher
 
