@@ -39,8 +39,9 @@ run: install
 	$(BIN)/crawl-worker run --demo
 
 ## Run every test (real Redis on 127.0.0.1:6379 unless CRAWL_WORKER_TEST_REDIS_URL says otherwise).
+## It ends with the 15 slowest tests and a coverage summary of worker/ (failing below the floor in pyproject.toml).
 test: install node
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15 --cov --cov-report=term
 
 ## The edit-test loop: lint, then every test that needs neither Node, Chromium, Docker nor a multi-second wait.
 check: lint

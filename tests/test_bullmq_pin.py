@@ -15,6 +15,8 @@ from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import Scripts, raw2NextJobData
 from bullmq.timer import Timer
 
+from worker.imports import parse_source
+
 WORKER = Path(__file__).resolve().parent.parent / "worker"
 PINNED = "3.4.4"
 
@@ -101,7 +103,7 @@ async def test_a_worker_has_the_state_and_scripts_the_loop_override_reads(redis_
 def _bullmq_importers() -> set[str]:
     found = set()
     for path in WORKER.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse_source(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]

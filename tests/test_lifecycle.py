@@ -7,6 +7,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from bullmq import Queue
 
 from tests.helpers import add_crawl, wait_for, wait_state
@@ -16,6 +17,7 @@ from worker.settings import Settings
 SLOW = {"connector": "mock", "config": {"items": 20, "step_size": 1, "step_delay_s": 0.15}}
 
 
+@pytest.mark.slow
 async def test_sigterm_mid_job_drains_and_exits_0(
     make_settings: Callable[..., Settings], tmp_path: Path, queue: Queue, processes: Processes
 ) -> None:
@@ -53,6 +55,7 @@ async def test_second_signal_stops_at_once(
     assert await queue.getJobState(job_id) == "active"
 
 
+@pytest.mark.slow
 async def test_unreachable_redis_at_start_exits_3(tmp_path: Path, processes: Processes) -> None:
     """With no Redis at the configured address the worker gives up after its start-up timeout with exit 3."""
     proc = processes.worker(tmp_path / "worker.log", redis_url="redis://127.0.0.1:1/0", redis_startup_timeout_s=2)

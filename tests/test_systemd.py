@@ -79,6 +79,7 @@ def _start(
     return processes.start([sys.executable, "-m", "worker", "run"], log_path=tmp_path / "worker.log", env=env, cwd=REPO)
 
 
+@pytest.mark.slow
 async def test_ready_watchdog_and_stopping(
     make_settings: Callable[..., Settings], tmp_path: Path, fake_systemd: FakeSystemd, processes: Processes
 ) -> None:
@@ -109,6 +110,7 @@ async def test_ready_watchdog_and_stopping(
     assert await asyncio.to_thread(proc.wait, 30) == 0
 
 
+@pytest.mark.slow
 async def test_no_ready_while_redis_unreachable(
     make_settings: Callable[..., Settings], tmp_path: Path, fake_systemd: FakeSystemd, processes: Processes
 ) -> None:

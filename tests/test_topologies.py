@@ -90,6 +90,7 @@ def _tls_settings(files: dict[str, Path]) -> dict[str, Path]:
     }
 
 
+@pytest.mark.slow
 def test_tls_certificates(
     make_settings: Callable[..., Settings], tmp_path: Path, tls_files: dict[str, Path], processes: Processes
 ) -> None:
@@ -110,6 +111,7 @@ def test_tls_certificates(
     assert plain.returncode == 1, "a plain-text client must not get through"
 
 
+@pytest.mark.slow
 def test_acl_user_password_and_file(
     make_settings: Callable[..., Settings], tmp_path: Path, processes: Processes
 ) -> None:
@@ -214,6 +216,7 @@ async def _failover_during_crawls(settings: Settings, sentinel: int, replica: in
         assert "role:master" in await asyncio.to_thread(_cli, replica, "info", "replication")
 
 
+@pytest.mark.slow
 def test_cluster_crawl_with_hash_tag_prefix(
     make_settings: Callable[..., Settings], tmp_path: Path, processes: Processes
 ) -> None:

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
 from bullmq import Queue
 
 from tests.helpers import RecordingSink, add_crawl, catalog_of, running_app, wait_for, wait_state
@@ -61,6 +62,7 @@ async def test_permanent_error_fails_at_once_without_spending_retries(
     assert "rejected the credentials" in job.failedReason
 
 
+@pytest.mark.slow
 async def test_transient_error_retries_with_exponential_backoff_then_succeeds(
     make_settings: Callable[..., Settings], queue: Queue
 ) -> None:
@@ -78,6 +80,7 @@ async def test_transient_error_retries_with_exponential_backoff_then_succeeds(
     assert elapsed_s < 8.0
 
 
+@pytest.mark.slow
 async def test_delayed_job_runs_on_time(make_settings: Callable[..., Settings], queue: Queue) -> None:
     """A job with delay 3000 ms starts no earlier than its delay and within 1.5 s after it."""
     settings = make_settings()
@@ -103,6 +106,7 @@ async def test_sub_second_delay_is_not_rounded_up_to_a_second(
     assert 300 <= waited_ms <= 700, f"a 300 ms delay ran after {waited_ms} ms"
 
 
+@pytest.mark.slow
 async def test_idle_worker_picks_up_a_job_due_8s_later(make_settings: Callable[..., Settings], queue: Queue) -> None:
     """An idle worker (past redis-py 8's 5 s socket timeout) picks up a job due 8 s later within 1.5 s."""
     settings = make_settings()

@@ -67,6 +67,7 @@ def check_case(case: Any) -> None:
         assert as_reader.status_code == 403
 
 
+@pytest.mark.slow
 def test_generated_requests_never_5xx_and_always_need_the_right_token(api_url: str) -> None:
     """schemathesis generates requests for every operation in the spec (bounded examples each) and checks them."""
     schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
+
 from tests.api.conftest import Placed
 from tests.proc import run_cli
 from worker.settings import Settings
 
 
+@pytest.mark.slow
 def test_jobs_commands_read_and_operate(placed: Placed, make_settings: Callable[..., Settings]) -> None:
     """get / list / retry / promote / pause / resume / export / stats / clean work and print JSON or CSV."""
     s = make_settings()
@@ -42,6 +45,7 @@ def test_jobs_commands_read_and_operate(placed: Placed, make_settings: Callable[
     assert "only failed jobs can be retried" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_schedules_commands(make_settings: Callable[..., Settings]) -> None:
     """schedules set / list / remove round-trip through BullMQ job schedulers."""
     s = make_settings()

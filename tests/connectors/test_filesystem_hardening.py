@@ -294,6 +294,7 @@ async def test_a_cancelled_step_stops_reading_after_the_current_file(
     assert read == [b"f0.txt", b"f1.txt"]
 
 
+@pytest.mark.slow
 async def test_sigterm_stops_a_worker_crawling_a_tree_with_a_fifo(
     make_settings: Callable[..., Settings], tmp_path: Path, queue: Queue, processes: Processes
 ) -> None:

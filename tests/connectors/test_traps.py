@@ -11,6 +11,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bullmq import Queue
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -320,6 +321,7 @@ async def test_huge_crawl_delay_and_bad_links_end_the_job_promptly(make_settings
     assert result["truncated"] is True
 
 
+@pytest.mark.slow
 async def test_a_resumed_job_whose_stored_frontier_holds_an_invalid_url_completes(
     make_settings: Any, queue: Queue, redis_client: Any
 ) -> None:

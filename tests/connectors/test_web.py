@@ -198,6 +198,7 @@ async def test_first_crawl_fetches_emits_and_skips_exactly_what_it_should(tmp_pa
     assert stats["duplicate"] == 1  # /canonical-dup names /about as canonical
 
 
+@pytest.mark.slow
 async def test_second_run_emits_only_changes_and_deletions(tmp_path: Path) -> None:
     """Run 2 after edits: the changed page, a tombstone for the removed one; 304 and same-hash pages skipped."""
     with serve(Site()) as site:

@@ -118,6 +118,7 @@ async def test_port_in_use_is_a_clear_configuration_error() -> None:
         await first.stop()
 
 
+@pytest.mark.slow
 async def test_sigterm_drains_with_the_port_still_answering(
     make_settings: Callable[..., Settings], tmp_path: Path, queue: Queue, processes: Processes
 ) -> None:

@@ -7,6 +7,7 @@ import re
 import time
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from bullmq import Queue, Worker
 
@@ -243,6 +244,7 @@ async def test_the_event_stream_carries_progress_and_state_from_bullmqs_events(
     assert "secret" not in json.dumps(lines)
 
 
+@pytest.mark.slow
 async def test_the_job_page_shows_who_processed_it_and_its_stalls_from_bullmqs_own_fields(
     site: httpx.AsyncClient, ui_settings: Settings, queue: Queue, redis_client: aioredis.Redis
 ) -> None:
