@@ -13,7 +13,7 @@ import asyncio
 import signal
 import sys
 
-from worker import loop
+from worker import eventloop
 from worker.connections import make_client
 from worker.dispatch import ActiveJob, Completion
 from worker.queue import QueueWorker
@@ -41,4 +41,4 @@ async def main(url: str, queue: str, concurrency: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(loop.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])), "auto"))
+    sys.exit(eventloop.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])), "auto"))

@@ -107,7 +107,7 @@ async def running_app(
     The block starts once the app consumes jobs, or at once with ``wait_started=False`` (an app whose Redis is
     not there yet).
     """
-    app = App(settings, registry=registry or CollectorRegistry(), catalog=catalog, sink=sink)
+    app = App(settings, metrics_registry=registry or CollectorRegistry(), catalog=catalog, sink=sink)
     started = asyncio.Event()
 
     async def mark(_: App) -> None:

@@ -47,8 +47,10 @@ class App:
     """One worker process. Collaborators may be injected (tests); the rest are built from Settings."""
 
     settings: Settings
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    connectors: Registry | None = None
+    #: where the worker's Prometheus metrics are registered (and scraped from)
+    metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: the installed connectors (None: the built-in ones)
+    connector_registry: Registry | None = None
     catalog: Catalog | None = None
     sink: Sink | None = None
     on_started: list[StartHook] = field(default_factory=list)
@@ -98,12 +100,13 @@ class App:
         # The job path's client reads replies without a per-read timer; its AutoPipeline bounds round trips.
         worker_client = make_client(s, max_connections=s.concurrency * 3 + 8, bounded_reads=False)
         try:
-            self.ops = await start_ops_server(s, self.registry, self.client, self.ready)  # liveness during start-up
+            # liveness during start-up
+            self.ops = await start_ops_server(s, self.metrics_registry, self.client, self.ready)
             if not await self._wait_for_redis():
                 return RET_CONNECT
-            connectors = self.connectors or build_registry()
+            connectors = self.connector_registry or build_registry()
             self.metrics = Metrics(
-                self.registry,
+                self.metrics_registry,
                 queue=s.queue_name,
                 connectors=[*connectors.names(), *s.known_connectors],
                 duration_buckets=s.duration_buckets,

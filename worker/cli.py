@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from worker import __version__, loop, systemd
+from worker import __version__, eventloop, systemd
 from worker.app import App
 from worker.catalog import Catalog
 from worker.connections import make_client, redact_url
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
     configure(settings.log_level, settings.log_format)
     try:
         if args.command == "run":
-            return loop.run(_run(settings, args.demo), settings.event_loop)
+            return eventloop.run(_run(settings, args.demo), settings.event_loop)
         if args.command == "check":
             return asyncio.run(_check(settings))
         if args.command == "connectors":

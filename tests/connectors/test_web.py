@@ -294,7 +294,7 @@ async def test_web_crawl_runs_end_to_end_through_the_worker(
         async with running_app(settings, catalog_of(site={"connector": "web", "config": cfg}), sink=sink) as app:
             job_id = await add_crawl(queue, "web", "site")
             assert await wait_state(queue, job_id, ["completed", "failed"], timeout=60) == "completed"
-            registry = app.registry
+            registry = app.metrics_registry
         job = await queue.getJob(job_id)
     assert job.returnvalue["documents"] == 12
     assert job.returnvalue["failures"] == 3

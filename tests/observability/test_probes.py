@@ -78,7 +78,7 @@ async def test_liveness_survives_redis_outage_and_readiness_follows(
 async def test_readiness_is_unready_while_draining(make_settings: Callable[..., Settings], redis_url: str) -> None:
     """A draining worker answers /readyz 503 "draining" while /healthz stays 200."""
     settings = make_settings(metrics_enabled=True, metrics_host="127.0.0.1", metrics_port=0)
-    app = App(settings, registry=CollectorRegistry(), catalog=catalog_of())
+    app = App(settings, metrics_registry=CollectorRegistry(), catalog=catalog_of())
     started = asyncio.Event()
 
     async def mark(_: App) -> None:

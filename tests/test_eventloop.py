@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from worker import loop
+from worker import eventloop
 from worker.errors import ConfigError
 
 
@@ -16,8 +16,8 @@ async def _loop_module() -> str:
 
 def test_auto_runs_on_uvloop_and_asyncio_on_request() -> None:
     """auto picks uvloop (a dependency on Linux); asyncio gives the standard loop."""
-    assert loop.run(_loop_module(), "auto").startswith("uvloop")
-    assert loop.run(_loop_module(), "asyncio").startswith("asyncio")
+    assert eventloop.run(_loop_module(), "auto").startswith("uvloop")
+    assert eventloop.run(_loop_module(), "asyncio").startswith("asyncio")
 
 
 def test_uvloop_required_but_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,5 +33,5 @@ def test_uvloop_required_but_missing_is_a_config_error(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(builtins, "__import__", no_uvloop)
     with pytest.raises(ConfigError, match="uvloop"):
-        loop.loop_factory("uvloop")
-    assert loop.loop_factory("auto") is None
+        eventloop.loop_factory("uvloop")
+    assert eventloop.loop_factory("auto") is None
