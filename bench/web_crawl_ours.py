@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from worker.connectors.base import ConnectorContext
-from worker.connectors.web import WebConfig, WebConnector
+from worker.connectors.web.connector import WebConfig, WebConnector
 from worker.crawlstate import MemoryRunData
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.proc import REPO, worker_env
-from worker.imports import cycles, dot, graph, upward
+from worker.imports import CRAWLER_MAY_IMPORT, cycles, dot, graph, outside_lower_layers, packages, rank, upward
 
 JOB_STACK = {"worker.dispatch", "worker.runner", "worker.runs", "worker.consumer", "worker.worker_loop", "worker.app"}
 
@@ -33,6 +33,38 @@ def test_the_import_graph_has_no_cycle_and_no_arrow_back_up() -> None:
     assert cycles(edges) == []
     assert upward(edges) == []
     assert "worker.dispatch" not in edges["worker.consumer"], "the adapter knows the handler contract only"
+
+
+def test_every_package_has_its_place_in_the_flow() -> None:
+    """Each package (connectors and the crawlers inside it, sinks, ui) is ranked, so the flow test covers it."""
+    found = packages()
+    assert {"worker.connectors.web", "worker.connectors.files", "worker.sinks", "worker.ui"} <= set(found)
+    assert [name for name in found if rank(name) is None] == []
+
+
+def test_the_crawlers_import_only_the_lower_layers() -> None:
+    """A module of connectors/web/ or connectors/files/ imports its own subpackage, the connector interface and the
+    plumbing below it, and nothing else; the lower layers themselves stay below the crawlers."""
+    edges = graph()
+    assert outside_lower_layers(edges) == []
+    for module in CRAWLER_MAY_IMPORT:
+        assert edges[module] <= CRAWLER_MAY_IMPORT, module
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ("worker.connectors.web.fetch", "worker.dispatch"),  # the job stack (also an arrow back up)
+        ("worker.connectors.web.ssrf", "worker.settings"),  # plumbing, but above the crawlers
+        ("worker.connectors.files.reading", "worker.connectors.registry"),
+        ("worker.connectors.files.batch", "worker.connectors.web.urls"),  # another crawler
+    ],
+)
+def test_an_import_out_of_a_crawler_is_caught(source: str, target: str) -> None:
+    """The check fails on an import a crawler must not make."""
+    edges = graph()
+    edges[source] = edges[source] | {target}
+    assert outside_lower_layers(edges) == [(source, target)]
 
 
 def test_the_picture_of_the_imports_is_current() -> None:

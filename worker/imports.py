@@ -27,9 +27,26 @@ FLOW = (
     ("worker.sinks",),
 )
 
+#: What a crawler's parts (a subpackage of ``worker.connectors``: ``web/``, ``files/``) may import besides their
+#: own subpackage: the connector interface and the plumbing below it. Never the job stack, settings, metrics,
+#: Redis, the registry, another crawler, or anything else above.
+CRAWLER_MAY_IMPORT = frozenset(
+    {
+        "worker",  # __version__
+        "worker.connectors.base",
+        "worker.crawlstate",
+        "worker.documents",
+        "worker.errors",
+        "worker.labels",
+        "worker.logs",
+        "worker.skips",
+    }
+)
+
 
 def module_name(path: Path) -> str:
-    """``worker/web/fetch.py`` -> ``worker.web.fetch``; a package's ``__init__`` is the package."""
+    """``worker/connectors/web/fetch.py`` -> ``worker.connectors.web.fetch``; a package's ``__init__`` is
+    the package."""
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -83,6 +100,32 @@ def rank(module: str) -> int | None:
         if any(module == name or module.startswith(name + ".") for name in level):
             return i
     return None
+
+
+def packages() -> list[str]:
+    """Every package under ``worker`` (each directory with an ``__init__.py``), the root left out."""
+    return sorted(module_name(path) for path in PACKAGE.rglob("__init__.py") if path.parent != PACKAGE)
+
+
+def crawler(module: str) -> str | None:
+    """The crawler subpackage (``worker.connectors.web``) a module belongs to, or None."""
+    parts = module.split(".")
+    if len(parts) >= 3 and parts[:2] == ["worker", "connectors"] and (PACKAGE / "connectors" / parts[2]).is_dir():
+        return ".".join(parts[:3])
+    return None
+
+
+def outside_lower_layers(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports from a crawler's parts to anything but their own subpackage and :data:`CRAWLER_MAY_IMPORT`."""
+    out = []
+    for source, targets in edges.items():
+        home = crawler(source)
+        if home is None:
+            continue
+        for target in targets:
+            if crawler(target) != home and target not in CRAWLER_MAY_IMPORT:
+                out.append((source, target))
+    return sorted(out)
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:

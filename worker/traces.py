@@ -1,7 +1,7 @@
 """A traceback as the job's stored stack trace: module paths instead of this machine's install paths.
 
 bullmq stores ``traceback.format_exc()``; absolute paths tell whoever reads the queue where and how the
-worker is installed. Here each frame's file is named from its package (``worker/connectors/web.py``,
+worker is installed. Here each frame's file is named from its package (``worker/connectors/web/connector.py``,
 ``httpx/_client.py``) or by its file name alone.
 """
 

@@ -1,4 +1,5 @@
-"""A fixture website served on 127.0.0.1 by the tests, with a log of every request it received."""
+"""A fixture website served on loopback (127.0.0.1 unless asked) by the tests, with a log of every request it
+received."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ class Site:
 
 
 @contextmanager
-def serve(site: Site) -> Iterator[Site]:
-    """Serve ``site`` on a free loopback port for the duration of the block."""
+def serve(site: Site, host: str = "127.0.0.1", port: int = 0) -> Iterator[Site]:
+    """Serve ``site`` on a loopback address (a free port unless ``port``) for the duration of the block."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -76,9 +77,9 @@ def serve(site: Site) -> Iterator[Site]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    site.base = f"http://127.0.0.1:{server.server_address[1]}"
+    site.base = f"http://{host}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from worker import skips
 from worker.connectors.base import ConnectorContext
-from worker.connectors.filesystem import FilesystemCheckpoint, FilesystemConfig, FilesystemConnector
+from worker.connectors.files.connector import FilesystemCheckpoint, FilesystemConfig, FilesystemConnector
 from worker.crawlstate import MemoryRunData
 from worker.documents import Document
 

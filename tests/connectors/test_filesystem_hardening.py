@@ -23,10 +23,10 @@ from tests.connectors.test_filesystem import crawl
 from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from tests.proc import Processes, write_catalog
 from worker.connectors.base import ConnectorContext
-from worker.connectors.filesystem import FILES, FilesystemConfig, FilesystemConnector
+from worker.connectors.files.connector import FILES, FilesystemConfig, FilesystemConnector
+from worker.connectors.files.reading import Reader
 from worker.crawlstate import MemoryRunData
 from worker.documents import Document, ItemFailure
-from worker.files.reading import Reader
 from worker.settings import Settings
 
 SECRET = "the worker's secret"

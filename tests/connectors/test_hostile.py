@@ -14,10 +14,10 @@ import pytest
 from tests.connectors.site import Site, html, serve
 from tests.connectors.test_web import crawl
 from worker.connectors.base import ConnectorContext
-from worker.connectors.web import WebConfig, WebConnector
+from worker.connectors.web.connector import WebConfig, WebConnector
+from worker.connectors.web.fetch import Fetcher
 from worker.crawlstate import MemoryRunData
 from worker.errors import FetchError
-from worker.web.fetch import Fetcher
 
 Talk = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -142,9 +142,21 @@ REFUSED = [
     "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",  # Teredo, client 10.0.0.1
     "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
     "http://[64:ff9b::6464:64c8]/",  # NAT64 of 100.100.100.200
+    "http://168.63.129.16/",  # Azure wire server, global to the standard library
+    "http://[::ffff:168.63.129.16]/",
+    "http://[fec0::1]/",  # IPv6 site-local, global to the standard library
     "http://name-{address}.test:{port}/",  # names that resolve to each class
 ]
-NAMED = ["100.100.100.200", "10.0.0.1", "127.0.0.1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1"]
+NAMED = [
+    "100.100.100.200",
+    "10.0.0.1",
+    "127.0.0.1",
+    "::ffff:127.0.0.1",
+    "64:ff9b::a00:1",
+    "2002:a00:1::1",
+    "168.63.129.16",
+    "fec0::1",
+]
 
 
 def _targets() -> list[str]:

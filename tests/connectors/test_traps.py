@@ -22,13 +22,10 @@ from tests.connectors.site import Reply, Site, html, serve, sitemap
 from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from worker import skips
 from worker.connectors.base import ConnectorContext
-from worker.connectors.web import WebCheckpoint, WebConfig, WebConnector
-from worker.crawlstate import MemoryRunData, StateChanges
-from worker.documents import Document
-from worker.settings import Settings
-from worker.web.frontier import FRONTIER
-from worker.web.traps import TrapLimits, Traps, calendar_template, looks_like_token
-from worker.web.urls import (
+from worker.connectors.web.connector import WebCheckpoint, WebConfig, WebConnector
+from worker.connectors.web.frontier import FRONTIER
+from worker.connectors.web.traps import TrapLimits, Traps, calendar_template, looks_like_token
+from worker.connectors.web.urls import (
     absolute,
     has_session_id,
     host_port,
@@ -40,6 +37,9 @@ from worker.web.urls import (
     url_key,
     valid,
 )
+from worker.crawlstate import MemoryRunData, StateChanges
+from worker.documents import Document
+from worker.settings import Settings
 
 PAGE = {"Content-Type": "text/html; charset=utf-8"}
 

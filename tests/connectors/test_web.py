@@ -14,11 +14,11 @@ from bullmq import Queue
 from tests.connectors.site import Reply, Site, gz, html, serve, sitemap, slow
 from tests.helpers import RecordingSink, add_crawl, catalog_of, running_app, wait_state
 from worker.connectors.base import ConnectorContext
-from worker.connectors.web import WebConfig, WebConnector
+from worker.connectors.web.connector import WebConfig, WebConnector
+from worker.connectors.web.urls import host_port, in_host_scope, url_key
 from worker.crawlstate import MemoryRunData
 from worker.documents import Document, ItemFailure, stable_id
 from worker.settings import Settings
-from worker.web.urls import host_port, in_host_scope, url_key
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 XML = {"Content-Type": "application/xml"}

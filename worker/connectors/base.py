@@ -21,8 +21,8 @@ from worker.crawlstate import MemoryRunData, RunData, StateChanges
 from worker.documents import Document, ItemFailure
 
 if TYPE_CHECKING:
+    from worker.connectors.web.ssrf import Resolver
     from worker.sync_events import SyncEventPublisher
-    from worker.web.ssrf import Resolver
 
 
 class ConnectorConfig(BaseModel):

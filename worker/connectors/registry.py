@@ -22,8 +22,8 @@ from worker.models import normalize_connector
 ENTRY_POINT_GROUP = "crawl_worker.connectors"
 
 BUILTINS: Mapping[str, str] = {
-    "filesystem": "worker.connectors.filesystem:FilesystemConnector",
-    "web": "worker.connectors.web:WebConnector",
+    "filesystem": "worker.connectors.files.connector:FilesystemConnector",
+    "web": "worker.connectors.web.connector:WebConnector",
     "mock": "worker.connectors.mock:MockConnector",
     "pipeshub-sync": "worker.connectors.pipeshub:PipesHubSyncConnector",
 }

@@ -1,15 +1,21 @@
-"""The address guard: a crawl only reaches globally routable addresses.
+"""The address guard: a crawl only reaches globally routable addresses, and connects to exactly those it checked.
 
 Every request (pages, robots.txt, sitemaps, each redirect hop) is checked: the host is resolved
 and *every* address it resolves to must be global in the standard library's sense
 (``ipaddress``' ``is_global``: IANA's special-purpose registries, so loopback, private, link-local
 and cloud metadata, shared address space 100.64.0.0/10 with Alibaba Cloud's 100.100.100.200,
-benchmarking, documentation, reserved ... are all refused) and not multicast, unless it falls in
-an allowed network. IPv6 forms that carry an IPv4 address (IPv4-mapped, IPv4-compatible, 6to4,
-Teredo, NAT64 64:ff9b::/96) are judged by the IPv4 address they carry. IP literals are checked
-without DNS. Residual risk: DNS answers that change between this check and
-the HTTP client's own resolution (rebinding) are not pinned; run crawlers in a network that also
-blocks egress to internal ranges for defence in depth.
+benchmarking, documentation, reserved ... are all refused), not multicast, not IPv6 site-local
+``fec0::/10`` and not Azure's wire server ``168.63.129.16`` (both of which the standard library calls
+global), unless it falls in an allowed network. IPv6 forms that carry an IPv4 address (IPv4-mapped,
+IPv4-compatible, 6to4, Teredo, NAT64 64:ff9b::/96) are judged by the IPv4 address they carry. IP
+literals are checked without DNS.
+
+Addresses are pinned: the HTTP client resolves host names only through the guard (:class:`PinnedResolver`,
+given to aiohttp's ``TCPConnector``, whose own DNS cache is off), so a host is resolved once, checked, and
+connected to at exactly the addresses that passed; a DNS answer that changes between the check and the
+connection (rebinding) is checked again before any connection is made. A verdict is reused for
+``cache_s`` (60 s) with the addresses it was given for, so a cached verdict never admits an address it did
+not see. Run crawlers in a network that also blocks egress to internal ranges, for defence in depth.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from worker.errors import BlockedAddress
 
@@ -37,6 +45,10 @@ async def system_resolver(host: str, port: int) -> list[str]:
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+#: Deprecated IPv6 site-local addresses (RFC 3879): still routed inside some networks, and global to ``ipaddress``.
+SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
+#: Azure's wire server (instance metadata, agent and DNS endpoints), a public address only reachable from inside.
+WIRE_SERVER = ipaddress.IPv4Address("168.63.129.16")
 
 
 def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, str] | None:
@@ -69,6 +81,8 @@ def forbidden_reason(address: IPAddress) -> str | None:
         ("unspecified", address.is_unspecified),
         ("multicast", address.is_multicast),
         ("reserved", address.is_reserved),
+        ("site-local fec0::/10", address in SITE_LOCAL),
+        ("Azure wire server 168.63.129.16 (cloud metadata)", address == WIRE_SERVER),
         ("not globally routable", not address.is_global),
     )
     return next((name for name, hit in checks if hit), None)
@@ -80,10 +94,14 @@ class AddressGuard:
     #: A host's verdict is reused this long: every page, robots.txt and redirect hop asks again.
     CACHE_S = 60.0
 
-    def __init__(self, allowed: Sequence[str] = (), resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self, allowed: Sequence[str] = (), resolver: Resolver = system_resolver, cache_s: float | None = None
+    ) -> None:
         self.allowed: list[IPNetwork] = [ipaddress.ip_network(n, strict=False) for n in allowed]
         self.resolver = resolver
-        self._verdicts: dict[tuple[str, int], tuple[float, str | None]] = {}
+        self.cache_s = self.CACHE_S if cache_s is None else cache_s
+        #: (host, port) -> (expires at, the addresses that passed, or why the host was refused)
+        self._verdicts: dict[tuple[str, int], tuple[float, tuple[str, ...] | str]] = {}
 
     def _check(self, host: str, address: str) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -98,29 +116,36 @@ class AddressGuard:
     async def check(self, url: str) -> None:
         """Raise BlockedAddress unless every address of ``url``'s host may be reached."""
         parts = urlsplit(url)
-        host = parts.hostname or ""
+        await self.addresses(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+
+    async def addresses(self, host: str, port: int) -> tuple[str, ...]:
+        """The addresses ``host`` resolves to, every one checked; raise BlockedAddress if any is refused."""
         try:
             ipaddress.ip_address(host)
         except ValueError:
             pass
         else:
             self._check(host, host)
-            return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+            return (host,)
         now = time.monotonic()
         cached = self._verdicts.get((host, port))
         if cached is not None and cached[0] > now:
-            if cached[1] is not None:
+            if isinstance(cached[1], str):
                 raise BlockedAddress(cached[1])
-            return
+            return cached[1]
         try:
-            await self._resolve_and_check(host, port)
+            addresses = await self._resolve_and_check(host, port)
         except BlockedAddress as exc:
-            self._verdicts[(host, port)] = (now + self.CACHE_S, str(exc))
+            self._remember(host, port, now, str(exc))
             raise
-        self._verdicts[(host, port)] = (now + self.CACHE_S, None)
+        self._remember(host, port, now, addresses)
+        return addresses
 
-    async def _resolve_and_check(self, host: str, port: int) -> None:
+    def _remember(self, host: str, port: int, now: float, verdict: tuple[str, ...] | str) -> None:
+        if self.cache_s > 0:
+            self._verdicts[(host, port)] = (now + self.cache_s, verdict)
+
+    async def _resolve_and_check(self, host: str, port: int) -> tuple[str, ...]:
         try:
             addresses = await self.resolver(host, port)
         except OSError as exc:
@@ -129,3 +154,32 @@ class AddressGuard:
             raise BlockedAddress(f"{host} resolves to no address")
         for address in addresses:
             self._check(host, address)
+        return tuple(addresses)
+
+
+class PinnedResolver(AbstractResolver):
+    """aiohttp's resolver that asks the guard: a connection goes to an address the guard checked, or is
+    not made (BlockedAddress)."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The guard's checked addresses of ``host`` (of ``family`` unless it is AF_UNSPEC)."""
+        out: list[ResolveResult] = []
+        for address in await self.guard.addresses(host, port):
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            kind = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            if family in (socket.AF_UNSPEC, kind):
+                flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+                out.append(
+                    {"hostname": host, "host": str(ip), "port": port, "family": kind, "proto": 0, "flags": flags}
+                )
+        if not out:
+            raise BlockedAddress(f"{host} resolves to no {family.name} address")
+        return out
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from worker.files.names import display, key_of
+from worker.connectors.files.names import display, key_of
 
 
 class Selection:

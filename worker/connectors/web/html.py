@@ -1,4 +1,5 @@
-"""HTML to title, text, links and canonical URL, with selectolax (a real HTML5 parser); binary bodies to blobs."""
+"""HTML to title, text, links and canonical URL, with selectolax (a real HTML5 parser); binary bodies to blobs;
+both done to a fetched batch off the event loop (:func:`prepare`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
-from worker.web.fetch import Response
-from worker.web.urls import absolute, resolve, url_key
+from worker.connectors.web.fetch import Response
+from worker.connectors.web.urls import absolute, resolve, url_key
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+#: Media types kept as text as they are (any other non-HTML body is stored as a blob).
+TEXT_TYPES = ("text/plain", "text/markdown", "text/csv")
 
 _DROP = ("script", "style", "noscript", "template", "svg", "iframe")
 
@@ -122,3 +125,27 @@ def store_blob(data_dir: Path, body: bytes) -> str:
         tmp.write_bytes(body)
         tmp.replace(path)
     return str(path)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What was done to a response off the event loop: its HTML parsed, or its binary body stored."""
+
+    parsed: Parsed | None = None
+    blob: str | None = None
+
+
+def to_prepare(responses: list[Response]) -> tuple[list[Response], list[Response]]:
+    """The HTML responses to parse and the binary ones to store, among successful ``responses``."""
+    ok = [r for r in responses if r.status < 300]
+    html = [r for r in ok if mime_type(r) in HTML_TYPES]
+    binary = [r for r in ok if mime_type(r) not in HTML_TYPES and not mime_type(r).startswith(TEXT_TYPES)]
+    return html, binary
+
+
+def prepare(html: list[Response], binary: list[Response], data_dir: Path, max_url_length: int) -> dict[int, Prepared]:
+    """Parse the HTML pages and store the binary bodies (in a worker thread), by id(response)."""
+    pages = parse_all(html, max_url_length)
+    out = {id(r): Prepared(parsed=p) for r, p in zip(html, pages, strict=True)}
+    out.update({id(r): Prepared(blob=store_blob(data_dir, r.body)) for r in binary})
+    return out

@@ -4,7 +4,8 @@ Built on aiohttp (measured against httpx in ``docs/benchmarks.md``: about a thir
 request at crawl concurrency). Every request has one total deadline, ``timeout_s``, for connecting,
 the headers and the whole body together, so a server that trickles bytes cannot hold a crawl.
 Redirects are followed here, one hop at a time, so every hop passes the address guard and the
-caller's scope check; bodies are streamed and cut at ``max_body_bytes``.
+caller's scope check; bodies are streamed and cut at ``max_body_bytes``. The client (:func:`pinned_client`)
+resolves host names only through the guard, so it connects to exactly the addresses the guard checked.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from worker.connectors.web.ssrf import AddressGuard, PinnedResolver
+from worker.connectors.web.urls import resolve, valid
 from worker.errors import BlockedAddress, ComeBackLater, FetchError
-from worker.web.ssrf import AddressGuard
-from worker.web.urls import resolve, valid
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({429, 503})
@@ -74,6 +75,17 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
     except (TypeError, ValueError):
         return None
     return max(0.0, when - (now if now is not None else time.time()))
+
+
+def pinned_client(guard: AddressGuard, user_agent: str) -> aiohttp.ClientSession:
+    """An HTTP client that connects only to addresses ``guard`` checked (no DNS cache of its own, no proxy
+    from the environment); the Fetcher sets one deadline per request."""
+    return aiohttp.ClientSession(
+        headers={"User-Agent": user_agent},
+        connector=aiohttp.TCPConnector(limit=0, resolver=PinnedResolver(guard), use_dns_cache=False),
+        timeout=aiohttp.ClientTimeout(total=None),
+        trust_env=False,
+    )
 
 
 def status_class(status: int) -> str:
@@ -220,4 +232,13 @@ class Fetcher:
             return Response(url, r.status, r.headers, b"".join(chunks))
 
 
-__all__ = ["BlockedAddress", "ComeBackLater", "FetchError", "Fetcher", "Politeness", "Response", "retry_after_s"]
+__all__ = [
+    "BlockedAddress",
+    "ComeBackLater",
+    "FetchError",
+    "Fetcher",
+    "Politeness",
+    "Response",
+    "pinned_client",
+    "retry_after_s",
+]

@@ -6,7 +6,7 @@ added (``worker.crawlstate``), never by rewriting the crawl. Stored structures:
 
 - ``frontier`` (queue): ``"<depth> <url>"`` items, front first;
 - ``seen`` (set): 64-bit digests of URL keys (16 hex characters), whatever the URL's length;
-- ``patterns`` (map): trap-guard counts (``worker.web.traps``): pages per calendar template, query-key
+- ``patterns`` (map): trap-guard counts (``worker.connectors.web.traps``): pages per calendar template, query-key
   sets per path, learned session-token positions, pages per digit-free template (opt-in);
 - ``pages`` (map, carried to the next run): URL key -> page state, for conditional requests,
   unchanged-content checks and deletions;

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
+from worker.connectors.files.names import display, document_id, is_utf8, key_of, native
 from worker.documents import stable_id
-from worker.files.names import display, document_id, is_utf8, key_of, native
 
 
 def test_utf8_names_are_their_own_key_and_keep_their_id() -> None:

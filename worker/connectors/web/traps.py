@@ -8,10 +8,10 @@ counted under its own skip reason (``worker.skips``):
 - ``trap:query-permutations``: one path reached with ever more query-key sets (faceted navigation), at
   most ``max_query_variants`` key sets per path (values are free: ``?page=1`` ... ``?page=900`` is one set);
 - ``trap:session-id``: known session parameters (``jsessionid``, ``PHPSESSID``, ``sid``, ...) are not part
-  of a URL's key (``worker.web.urls``), so their variants are duplicates; a path segment that looks like
+  of a URL's key (``worker.connectors.web.urls``), so their variants are duplicates; a path segment that looks like
   a session token (long random hex / base64, ASP.NET's ``(S(...))``, never the last segment) is learned
   to be one when two tokens serve the same page text, and is left out of the key from then on;
-- ``trap:repeated-path-segment`` and the other shape checks of ``worker.web.urls.trap_reason``;
+- ``trap:repeated-path-segment`` and the other shape checks of ``worker.connectors.web.urls.trap_reason``;
 - ``trap:pattern-budget``: the opt-in ``max_pages_per_pattern`` (digits ignored), off by default.
 
 The counts live in the frontier's ``patterns`` map (stored with the run, so a resumed crawl keeps them).
@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from worker.web.urls import pattern_key, split, trap_reason, url_key
+from worker.connectors.web.urls import pattern_key, split, trap_reason, url_key
 
 #: Query keys whose values are dates or date parts.
 DATE_KEYS = frozenset(

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from worker import __version__
 from worker.connectors.base import ConnectorConfig
-from worker.web.urls import absolute
+from worker.connectors.web.urls import absolute
 
 
 class WebConfig(ConnectorConfig):

@@ -1,9 +1,9 @@
 """The ``filesystem`` connector: one document per regular file under a configured directory.
 
-The walk (``worker.files.listing``) lists the regular files once per attempt, sorted by key
-(``worker.files.names``); each step handles up to ``batch_size`` files after the checkpoint's cursor.
-Files are read in one daemon thread (``worker.files.background``; ``worker.files.reading``: inside the
-root, regular files only, bounded, never blocking; ``worker.files.batch``: documents and states), and
+The walk (``listing``) lists the regular files once per attempt, sorted by key
+(``names``); each step handles up to ``batch_size`` files after the checkpoint's cursor.
+Files are read in one daemon thread (``background``; ``reading``: inside the
+root, regular files only, bounded, never blocking; ``batch``: documents and states), and
 the next batch is read while the runner writes and commits this one. Each file's state (mtime, size,
 hash) goes into the run's stored ``files`` map, one field per file, written with the step's commit
 (``worker.crawlstate``); the map is carried to the next run, which skips unchanged files and emits
@@ -22,13 +22,13 @@ from pathlib import Path
 from pydantic import Field
 
 from worker.connectors.base import Checkpoint, Connector, ConnectorConfig, ConnectorContext, StepResult
+from worker.connectors.files.background import Background
+from worker.connectors.files.batch import Batch, BatchReader, ReadOptions
+from worker.connectors.files.listing import Listing, Selection, Walker
+from worker.connectors.files.names import display, document_id, native
 from worker.crawlstate import StateChanges
 from worker.documents import Document, ItemFailure
 from worker.errors import InvalidConnectorConfig, TransientError
-from worker.files.background import Background
-from worker.files.batch import Batch, BatchReader, ReadOptions
-from worker.files.listing import Listing, Selection, Walker
-from worker.files.names import display, document_id, native
 
 FILES = "files"
 #: Keys of directories this run could not list (in any attempt): their files keep their previous state.

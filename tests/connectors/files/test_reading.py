@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.connectors.files.reading import Reader
 from worker.errors import Refused, TooLarge
-from worker.files.reading import Reader
 
 
 def test_a_file_that_reports_size_zero_is_still_bounded() -> None:

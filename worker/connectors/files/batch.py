@@ -17,10 +17,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from worker.connectors.files.names import display, native
+from worker.connectors.files.reading import Reader
 from worker.documents import Document, ItemFailure
 from worker.errors import Refused, TooLarge
-from worker.files.names import display, native
-from worker.files.reading import Reader
 
 _validate_document = Document.__pydantic_validator__.validate_python
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/toml")

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from protego import Protego
 
+from worker.connectors.web.fetch import Fetcher
 from worker.errors import BlockedAddress, ComeBackLater, FetchError
-from worker.web.fetch import Fetcher
 
 
 class Robots:

@@ -25,8 +25,8 @@ import errno
 import os
 import stat
 
+from worker.connectors.files.names import display
 from worker.errors import Refused, TooLarge
-from worker.files.names import display
 
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _OPEN_HERE = _OPEN | os.O_NOFOLLOW

@@ -3,13 +3,13 @@
 Each step fetches up to ``pages_per_step`` pages off the frontier (concurrently, within the
 per-host limits), parses the HTML ones in a worker thread (lexbor releases the GIL, and the event
 loop stays free for other crawls and the lease keeper) and returns their documents. The frontier,
-seen set, page states and skip reasons live in the run's stored state (``worker.web.frontier``),
+seen set, page states and skip reasons live in the run's stored state (``frontier``),
 which grows by what each step added; the checkpoint keeps counters. A crash replays at most one step.
 
 Order of checks for every discovered URL: validity (``invalid-url``), length (over-long URLs are dropped
 before they are stored anywhere), seen (a learned session token left out of the key), http(s) and trap
-guards (``worker.web.traps``), host scope (host and port), path scope, include / exclude patterns, depth,
-page budget, robots.txt (and its Crawl-delay cap); the address guard runs on every request. Every URL
+guards (``traps``), host scope (host and port), path scope, include / exclude patterns, depth (these in
+``scope``), page budget, robots.txt (and its Crawl-delay cap); the address guard runs on every request. Every URL
 not fetched is counted by reason (``worker.skips``) in the step's ``skipped`` counts, and kept (bounded)
 in the ``skipped`` map.
 """
@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
@@ -29,20 +27,19 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from worker.connectors.base import Checkpoint, Connector, ConnectorContext, StepResult
+from worker.connectors.web.config import WebConfig
+from worker.connectors.web.fetch import Fetcher, Politeness, Response, pinned_client
+from worker.connectors.web.frontier import PAGES, SKIPPED, Frontier, PageState
+from worker.connectors.web.html import TEXT_TYPES, Prepared, mime_type, prepare, to_prepare
+from worker.connectors.web.robots import Robots
+from worker.connectors.web.scope import Scope
+from worker.connectors.web.sitemaps import parse_sitemap
+from worker.connectors.web.ssrf import AddressGuard, system_resolver
+from worker.connectors.web.urls import has_session_id, resolve, url_key, valid
 from worker.documents import Document, ItemFailure, content_hash, stable_id
 from worker.errors import BlockedAddress, ComeBackLater, FetchError, InvalidConnectorConfig
 from worker.logs import reap
-from worker.web.config import WebConfig
-from worker.web.fetch import Fetcher, Politeness, Response
-from worker.web.frontier import PAGES, SKIPPED, Frontier, PageState
-from worker.web.html import HTML_TYPES, Parsed, mime_type, parse_all, store_blob
-from worker.web.robots import Robots
-from worker.web.sitemaps import parse_sitemap
-from worker.web.ssrf import AddressGuard, system_resolver
-from worker.web.traps import TrapLimits, Traps
-from worker.web.urls import has_session_id, host_port, in_host_scope, resolve, trap_reason, under_path, url_key, valid
 
-TEXT_TYPES = ("text/plain", "text/markdown", "text/csv")
 MAX_SKIPPED_KEPT = 5000
 GONE = frozenset({404, 410})
 MAX_LINKS_KEPT = 500
@@ -50,17 +47,9 @@ MAX_LINKS_KEPT = 500
 __all__ = ["WebCheckpoint", "WebConfig", "WebConnector"]
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """What was done to a response off the event loop: its HTML parsed, or its binary body stored."""
-
-    parsed: Parsed | None = None
-    blob: str | None = None
-
-
 #: A fetched batch: URL keys, the last run's page states, fetch results, each response prepared by id(response).
 _Result: TypeAlias = "Response | ItemFailure | ComeBackLater | None"
-_Fetched = tuple[list[str], list[str | None], list[_Result], dict[int, _Prepared]]
+_Fetched = tuple[list[str], list[str | None], list[_Result], dict[int, Prepared]]
 
 
 class WebCheckpoint(Checkpoint):
@@ -83,11 +72,6 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
 
     def __init__(self, config: WebConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
-        seeds = [*config.start_urls, *config.sitemaps]
-        self._roots = {host_port(u) for u in seeds}
-        self._prefixes = [url_key(u) for u in config.start_urls]
-        self._include = [re.compile(p) for p in config.include]
-        self._exclude = [re.compile(p) for p in config.exclude]
         self._client: aiohttp.ClientSession | None = None
         self._fetcher: Fetcher | None = None
         self._robots: Robots | None = None
@@ -95,7 +79,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         self._cp = WebCheckpoint()
         self._stats: Counter[str] = Counter()
         self._skipped: Counter[str] = Counter()  # this step's skips by reason
-        self._traps: Traps | None = None
+        self._scoped: Scope | None = None  # made with the frontier, whose pattern counts its trap guards share
         self._session_fetched: set[str] = set()  # keys (session token left out) fetched by this attempt
         self._canonical: dict[str, str] = {}  # document id -> canonical key, within a step
         self._ahead: tuple[list[tuple[str, int]], asyncio.Future[_Fetched]] | None = None
@@ -109,11 +93,6 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
     def _fetch(self) -> Fetcher:
         if self._fetcher is None:
             c = self.config
-            self._client = aiohttp.ClientSession(
-                headers={"User-Agent": c.user_agent},
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-                timeout=aiohttp.ClientTimeout(total=None),  # the Fetcher sets one deadline per request
-            )
             politeness = Politeness(
                 per_host_concurrency=c.per_host_concurrency,
                 min_delay_s=c.min_delay_s,
@@ -126,6 +105,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
                 timeout_s=c.timeout_s,
             )
             guard = AddressGuard(c.allowed_networks, self.context.resolver or system_resolver)
+            self._client = pinned_client(guard, c.user_agent)
             self._fetcher = Fetcher(self._client, guard, politeness, self.context.handoff)
         return self._fetcher
 
@@ -139,46 +119,11 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             await self._client.close()
 
     # --- scope ---------------------------------------------------------------------------------
-    def _static_why_not(self, url: str) -> str | None:
-        """The checks that depend on the URL alone."""
-        c = self.config
-        trap = trap_reason(
-            url, max_length=c.max_url_length, max_segments=c.max_path_segments, max_query_params=c.max_query_params
-        )
-        if trap:
-            return trap
-        if c.same_host and not in_host_scope(url, self._roots, allow_subdomains=c.allow_subdomains):
-            return "out-of-scope:host"
-        if c.restrict_to_start_path and self._prefixes and not under_path(url, self._prefixes):
-            return "out-of-scope:path"
-        if self._include and not any(p.search(url) for p in self._include):
-            return "excluded:not-included"
-        if any(p.search(url) for p in self._exclude):
-            return "excluded:pattern"
-        return None
-
-    def _why_not(self, url: str, depth: int) -> str | None:
-        why = self._static_why_not(url)
-        if why:
-            return why
-        if depth > self.config.max_depth:
-            return "out-of-scope:depth"
-        return self._trap_guard().why_not(url)
-
-    def _trap_guard(self) -> Traps:
-        if self._traps is None:
+    def _scope(self) -> Scope:
+        if self._scoped is None:
             assert self._state is not None
-            c = self.config
-            limits = TrapLimits(
-                max_url_length=c.max_url_length,
-                max_path_segments=c.max_path_segments,
-                max_query_params=c.max_query_params,
-                max_pages_per_calendar=c.max_pages_per_calendar,
-                max_query_variants=c.max_query_variants,
-                max_pages_per_pattern=c.max_pages_per_pattern,
-            )
-            self._traps = Traps(limits, self._state.patterns)
-        return self._traps
+            self._scoped = Scope(self.config, self._state.patterns)
+        return self._scoped
 
     def _count(self, reason: str, count: int = 1) -> None:
         """Count skips that have no URL key to keep (invalid URLs, unreadable frontier items)."""
@@ -198,18 +143,18 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             self._count("trap:url-too-long")
             return
         assert self._state is not None
-        session_key = self._trap_guard().session_key(url)
+        session_key = self._scope().traps.session_key(url)
         key = session_key or key or url_key(url)
         assert key is not None
         if not self._state.mark_seen(key):
             if session_key is not None or has_session_id(url):  # the same page under another session id
                 self._count("trap:session-id")
             return
-        why = self._why_not(url, depth)
+        why = self._scope().why_not(url, depth)
         if why:
             self._skip(key, why)
             return
-        self._state.push(url, depth, self._trap_guard().counted(url))
+        self._state.push(url, depth, self._scope().traps.counted(url))
 
     # --- steps ---------------------------------------------------------------------------------
     async def _start(self, failures: list[ItemFailure]) -> None:
@@ -296,7 +241,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             elif isinstance(result, ItemFailure):
                 failures.append(result)
             elif isinstance(result, Response):
-                item = self._outcome(key, raw, result, depth, prepared.get(id(result), _Prepared()))
+                item = self._outcome(key, raw, result, depth, prepared.get(id(result), Prepared()))
                 if isinstance(item, Document):
                     documents.append(item)
                     requested[item.id] = raw if stable_id(key) == item.id else None
@@ -339,20 +284,14 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
         fetched = await asyncio.gather(
             *(self._get(url, depth, key, raw) for (url, depth), key, raw in zip(batch, keys, before, strict=True))
         )
-        ok = [r for r in fetched if isinstance(r, Response) and r.status < 300]
-        html = [r for r in ok if mime_type(r) in HTML_TYPES]
-        binary = [r for r in ok if mime_type(r) not in HTML_TYPES and not mime_type(r).startswith(TEXT_TYPES)]
+        html, binary = to_prepare([r for r in fetched if isinstance(r, Response)])
         # parsing and blob files off the event loop: other jobs and the lock keeper share it
-        prepared = await asyncio.to_thread(self._prepare, html, binary) if html or binary else {}
+        if html or binary:
+            data_dir, limit = Path(self.context.data_dir), self.config.max_url_length
+            prepared = await asyncio.to_thread(prepare, html, binary, data_dir, limit)
+        else:
+            prepared = {}
         return keys, before, fetched, prepared
-
-    def _prepare(self, html: list[Response], binary: list[Response]) -> dict[int, _Prepared]:
-        """Parse the HTML pages and store the binary bodies (in a worker thread), by id(response)."""
-        data_dir = Path(self.context.data_dir)
-        pages = parse_all(html, self.config.max_url_length)
-        out = {id(r): _Prepared(parsed=p) for r, p in zip(html, pages, strict=True)}
-        out.update({id(r): _Prepared(blob=store_blob(data_dir, r.body)) for r in binary})
-        return out
 
     async def _changed(self, documents: list[Document], requested: dict[str, str | None]) -> list[Document]:
         """Drop documents whose content hash is the one the last run saw (looked up by canonical key)."""
@@ -382,7 +321,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
     async def _admit(self, url: str, key: str) -> Literal[True] | ItemFailure | ComeBackLater | None:
         """The checks a URL passes right before its request: True, or what ``_get`` returns instead."""
         why = None if valid(url) else "invalid-url"  # a stored frontier of an earlier version may hold one
-        session_key = self._trap_guard().session_key(url) if why is None else None  # learned since it was queued
+        session_key = self._scope().traps.session_key(url) if why is None else None  # learned since it was queued
         if session_key is not None:
             if session_key in self._session_fetched:
                 why = "trap:session-id"
@@ -418,7 +357,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             headers["If-Modified-Since"] = before.last_modified
 
         def redirect_ok(target: str) -> str | None:
-            return self._why_not(target, depth) if urlsplit(target).hostname else "no host"
+            return self._scope().why_not(target, depth) if urlsplit(target).hostname else "no host"
 
         try:
             return await self._fetch().get(url, headers, redirect_ok)
@@ -436,7 +375,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             return ItemFailure(source=url, reason=exc.reason, retryable=exc.retryable)
 
     def _outcome(
-        self, key: str, raw: str | None, response: Response, depth: int, prepared: _Prepared
+        self, key: str, raw: str | None, response: Response, depth: int, prepared: Prepared
     ) -> Document | ItemFailure | None:
         assert self._state is not None
         if response.status == 304 and raw is not None:
@@ -451,7 +390,7 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             return ItemFailure(source=response.url, reason=f"HTTP {response.status}")
         return self._document(key, response, depth, prepared)
 
-    def _document(self, key: str, response: Response, depth: int, prepared: _Prepared) -> Document | None:
+    def _document(self, key: str, response: Response, depth: int, prepared: Prepared) -> Document | None:
         state = self._state
         assert state is not None
         final_key = url_key(response.url) if response.redirects else key
@@ -469,14 +408,14 @@ class WebConnector(Connector[WebConfig, WebCheckpoint]):
             title, text = page.title, page.text
             self._count("invalid-url", page.invalid_links)
             self._count("trap:url-too-long", page.long_links)
-            flag = self._trap_guard().learn(response.url, f"{title}\n{text}")
+            flag = self._scope().traps.learn(response.url, f"{title}\n{text}")
             if flag is not None:  # two session tokens, one page: that token is left out of keys from now on
                 state.count(flag)
-            if page.canonical and self._why_not(page.canonical, depth) is None:
+            if page.canonical and self._scope().why_not(page.canonical, depth) is None:
                 canonical_key = url_key(page.canonical)
             for link, link_key in links:
                 self._enqueue(link, depth + 1, link_key)  # beyond max_depth: counted as skipped
-                if len(kept) < MAX_LINKS_KEPT and self._static_why_not(link) is None:
+                if len(kept) < MAX_LINKS_KEPT and self._scope().static_why_not(link) is None:
                     kept.append(link)  # followed again when the page answers 304 next run
         elif mime.startswith(TEXT_TYPES):
             text = response.body.decode("utf-8", "replace")
