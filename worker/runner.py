@@ -38,7 +38,8 @@ from worker.logs import get_logger, suppressed
 from worker.metrics import Metrics
 from worker.models import JobOutcome
 from worker.progress import ProgressReporter
-from worker.runs import Lease, RunRecord, RunStore
+from worker.run_handle import RunHandle
+from worker.runs import RunRecord, RunStore
 from worker.sinks.base import InstanceRef, Sink
 
 log = get_logger(__name__)
@@ -125,32 +126,26 @@ class Runner:
         in the round trip that completes the job.
         """
         started = time.monotonic()
-        lease = await self.store.acquire(
-            request.instance_key, request.lease_token, takeover_prefix=request.takeover_prefix
+        handle = await RunHandle.acquire(
+            self.store, request.instance_key, request.lease_token, takeover_prefix=request.takeover_prefix
         )
-        if lease is None:
+        if handle is None:
             raise InstanceBusy(
                 f"connector instance {request.connector}/{request.connector_id} is already being crawled "
                 "by another job; deferred",
                 self.busy_delay_s,
             )
-        lost = self.store.hold(lease)
-        released = False
         try:
-            run = await self._begin(request, connector, lease, lost)
-            record, resumed = run.record, run.resumed
+            run = await self._begin(request, connector, handle)
+            record, resumed = handle.record, run.resumed
             progress.raise_floor(record.percentage)
-            connector.bind(self.store.run_data(lease.key, record))
+            connector.bind(handle.run_data())
             run.cancel = cancel or CancelSignal()
             last = await self._steps(run, connector, run.checkpoint, progress=progress, handoff=handoff)
-            final_save = self._complete(run, connector, last)  # sent with the job's completion
-            released = True
+            final_save = handle.complete_call(connector.carried, last)  # sent with the job's completion
             progress.finish(record.counters.processed, **_extra(record, request, resumed))
         finally:
-            self.store.drop(lease)
-            if not released and not lost.is_set():
-                with suppressed("run.lease_release_failed", lease=lease.key):  # it expires on its own
-                    await self.store.release(lease)
+            await handle.close()
         c = record.counters
         outcome = JobOutcome(
             connector=request.connector,
@@ -192,7 +187,8 @@ class Runner:
         The last step is committed by the caller, together with the completion record: its state
         changes are returned.
         """
-        request, lease, lost, record, resumed = run.request, run.lease, run.lost, run.record, run.resumed
+        request, handle, resumed = run.request, run.handle, run.resumed
+        record = handle.record
         instance = InstanceRef(request.org_id, request.connector, request.connector_id, record.run_id)
         last = StateChanges()
         committing = False
@@ -204,8 +200,7 @@ class Runner:
                 if handoff.is_set():
                     raise HandOff()
                 step = await self._timed_step(run, connector, checkpoint)
-                if lost.is_set():
-                    raise LeaseLost(f"instance {lease.key}: lease lost during a step")
+                handle.check_held()
                 self._check_size(run, step.changes)
                 written = await self._write(instance, step.documents)
                 committing = True  # from here until the commit returns, the stored record may be either step's
@@ -213,7 +208,7 @@ class Runner:
                 record.commit_step(step, written, checkpoint.model_dump(mode="json"))
                 run.details.update(step.details)
                 if checkpoint.has_more:  # the last step is committed with the completion record below
-                    await self.store.save(lease, record, step.changes, delete=run.take_deletions())
+                    await handle.save(step.changes)
                 else:
                     last = step.changes
                 committing = False
@@ -235,26 +230,22 @@ class Runner:
     async def _stopped(self, run: _Run, exc: BaseException, *, committing: bool, progress: ProgressReporter) -> None:
         """What a run leaves stored when ``exc`` stops it between commits: the checkpoint kept (the next
         attempt resumes) or, for a state past its cap or a cancel that discards it, the run abandoned."""
-        record, lease = run.record, run.lease
         abandon = isinstance(exc, RunStateTooLarge) or (
             isinstance(exc, JobCancelled) and exc.discard_checkpoint and not committing
         )
         if abandon:  # the next run starts fresh (documents already written stay)
-            deletions = [*run.take_deletions(), *self._keys(lease.key, record.run_id, record.abandon())]
-            with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
-                await self.store.save(lease, record, delete=deletions)
+            await run.handle.abandon(quietly=True)
             return
         if committing:  # the commit may or may not have landed: the stored record is consistent either way
             return
-        record.interrupt()
-        with suppressed("run.save_failed", run_id=record.run_id, status=record.status):
+        with suppressed("run.progress_flush_failed", run_id=run.handle.record.run_id):
             await progress.flush()
-            await self.store.save(lease, record, delete=run.take_deletions())
+        await run.handle.interrupt()
 
     async def _timed_step(self, run: _Run, connector: Connector[Any, Any], checkpoint: Checkpoint) -> StepResult[Any]:
         """One step, cut off when the crawl's time limit passes (RunTooLong; the checkpoint before it is kept)."""
         limit = run.request.max_run_s or self.max_run_s
-        record = run.record
+        record = run.handle.record
         deadline = asyncio.timeout(max(record.job_started_at + limit - time.time(), 0))
         try:
             async with deadline:
@@ -270,7 +261,7 @@ class Runner:
 
     def _check_size(self, run: _Run, changes: StateChanges) -> None:
         """Fail the run when this step would take its stored state past the cap."""
-        record = run.record
+        record = run.handle.record
         if record.state_size + changes.size <= self.max_state_bytes:
             return
         cap_mb = self.max_state_bytes / 1024 / 1024
@@ -279,23 +270,6 @@ class Runner:
             f"{cap_mb:g} MiB of crawl state (run_state_max_mb) after {record.counters.processed} items; "
             "narrow the crawl (max_pages, max_depth, include / exclude) or raise run_state_max_mb"
         )
-
-    def _keys(self, instance: str, run_id: str | None, names: list[str]) -> list[str]:
-        """The data keys of ``names``, structures stored by run ``run_id`` of ``instance``."""
-        return [self.store.data_key(instance, run_id, name) for name in names] if run_id is not None else []
-
-    def _complete(self, run: _Run, connector: Connector[Any, Any], last: StateChanges) -> ScriptCall:
-        """The completion write: the last step's kept changes, carried maps kept, everything else dropped."""
-        record, lease = run.record, run.lease
-        previous_run = record.last_completed_run_id
-        dropped, replaced = record.complete(connector.carried)
-        deletions = [
-            *run.take_deletions(),
-            *self._keys(lease.key, record.run_id, dropped),
-            *self._keys(lease.key, previous_run, replaced),
-        ]
-        last.ops = [op for op in last.ops if op.name in connector.carried]  # the rest is deleted in the same call
-        return self.store.save_call(lease, record, release=True, changes=last, delete=deletions)
 
     async def _write(self, instance: InstanceRef, documents: list[Document]) -> int:
         """The sink's write; a storage failure (disk full, file too large, I/O error) is transient."""
@@ -319,29 +293,27 @@ class Runner:
             if count:
                 self.metrics.skipped(connector, skips.reason(reason), count)
 
-    async def _begin(
-        self, request: CrawlRequest, connector: Connector[Any, Any], lease: Lease, lost: asyncio.Event
-    ) -> _Run:
+    async def _begin(self, request: CrawlRequest, connector: Connector[Any, Any], handle: RunHandle) -> _Run:
         """Resume an interrupted run from its checkpoint, or start a new (incremental) run."""
-        record = lease.record()
+        record = handle.stored_record()
         version = connector.checkpoint_model.schema_version
-        deletions: list[str] = []
         if record is not None and record.resumable(request.config_hash, version):
             assert record.checkpoint is not None
             checkpoint = connector.checkpoint_model.model_validate(record.checkpoint)
+            handle.record = record
             if record.count_resume() >= self.max_no_progress:
                 attempts = record.no_progress_attempts
-                await self.store.save(lease, record, delete=self._keys(lease.key, record.run_id, record.abandon()))
+                await handle.abandon()
                 raise NoProgressError(
                     f"run {record.run_id} made no progress in {attempts} consecutive attempts "
                     f"(stuck at {record.counters.processed} items); the next run starts fresh"
                 )
-            log.info("run.resumed", run_id=record.run_id, processed=record.counters.processed, epoch=lease.epoch)
+            log.info("run.resumed", run_id=record.run_id, processed=record.counters.processed, epoch=handle.lease.epoch)
             if self.metrics:
                 self.metrics.run_resumed(request.connector)
             record.start_attempt(request.job_id)
-            await self.store.save(lease, record)  # the attempt (and its no-progress count) is on record first
-            return _Run(request, lease, lost, record, True, checkpoint, deletions)
+            await handle.save()  # the attempt (and its no-progress count) is on record first
+            return _Run(request, handle, True, checkpoint)
         last_done = record.previous(request.config_hash, version) if record is not None else None
         previous = connector.checkpoint_model.model_validate(last_done) if last_done is not None else None
         checkpoint = connector.initial_checkpoint(previous)
@@ -350,38 +322,30 @@ class Runner:
             fresh = RunRecord(run_id=run_id, config_hash=request.config_hash, checkpoint_version=version)
         else:
             # an unfinished run that is not resumed leaves its state behind: dropped with the first commit
-            deletions += self._keys(lease.key, record.run_id, record.state_names)
+            handle.drop_later(record.run_id, record.state_names)
             fresh = record.successor(run_id, request.config_hash, version, incremental=previous is not None)
             if previous is None:
-                deletions += self._keys(lease.key, record.last_completed_run_id, record.last_completed_names)
+                handle.drop_later(record.last_completed_run_id, record.last_completed_names)
         fresh.start_attempt(request.job_id, checkpoint.model_dump(mode="json"))
         log.debug("run.started", run_id=run_id, incremental=previous is not None)
         # A fresh run is first written with its first step (or as interrupted, if that step raises):
         # until then there is nothing to resume, and a crash leaves the previous record as it was.
-        return _Run(request, lease, lost, fresh, False, checkpoint, deletions)
+        handle.record = fresh
+        return _Run(request, handle, False, checkpoint)
 
 
 @dataclass
 class _Run:
-    """One attempt while it holds its instance's lease."""
+    """One attempt while it holds its instance's lease (the handle: lease, record, pending deletions)."""
 
     request: CrawlRequest
-    lease: Lease
-    lost: asyncio.Event
-    record: RunRecord
+    handle: RunHandle
     resumed: bool
     checkpoint: Checkpoint
-    #: Keys of a replaced run's state, dropped by this run's first write.
-    deletions: list[str]
     #: What the steps reported besides documents (``StepResult.details``), for the return value.
     details: dict[str, Any] = field(default_factory=dict)
     #: An operator's request to stop the job.
     cancel: CancelSignal = field(default_factory=CancelSignal)
-
-    def take_deletions(self) -> list[str]:
-        """The pending deletions, once."""
-        taken, self.deletions = self.deletions, []
-        return taken
 
 
 def _extra(record: RunRecord, request: CrawlRequest, resumed: bool) -> dict[str, Any]:
