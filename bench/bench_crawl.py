@@ -30,7 +30,7 @@ from bullmq import Queue
 from bench.common import REPO, delete_queue, free_port, peak_rss_mb, worker_env
 from bench.nginx_site import generate, serve
 from worker.models import CrawlingJobData
-from worker.queue import producer_job_options
+from worker.queue.producer import producer_job_options
 
 SIZES = (5_000, 100_000)
 CONCURRENCY = 16

@@ -27,7 +27,7 @@ from bullmq import Queue
 
 from bench.common import delete_queue, private_redis
 from worker.models import CrawlingJobData
-from worker.queue import node_client_name, producer_job_options
+from worker.queue.producer import node_client_name, producer_job_options
 
 REPO = Path(__file__).resolve().parent.parent
 PROCESSES = (1, 2, 4)

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from worker.models import CrawlingJobData
-from worker.queue import producer_job_options
+from worker.queue.producer import producer_job_options
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -16,7 +16,7 @@ import sys
 from worker import eventloop
 from worker.connections import make_client
 from worker.dispatch import ActiveJob, Completion
-from worker.queue import QueueWorker
+from worker.queue.producer import QueueWorker
 from worker.settings import Settings
 
 

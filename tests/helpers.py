@@ -15,7 +15,7 @@ from worker.app import App
 from worker.catalog import Catalog, InstanceEntry
 from worker.documents import Document
 from worker.models import CrawlingJobData
-from worker.queue import producer_job_options
+from worker.queue.producer import producer_job_options
 from worker.settings import Settings
 from worker.sinks.base import InstanceRef, Sink
 

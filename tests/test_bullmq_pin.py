@@ -25,7 +25,7 @@ def test_installed_bullmq_is_the_version_the_adapter_overrides() -> None:
     """Another bullmq fails loudly here, naming what to re-check before the pin in pyproject.toml moves."""
     installed = version("bullmq")
     assert installed == PINNED, (
-        f"bullmq {installed} is installed; worker/worker_loop.py is written against {PINNED}. Before moving the pin, "
+        f"bullmq {installed} is installed; worker/queue/loop.py is written against {PINNED}. Before moving the pin, "
         "make the assertions below pass against the new version (each is an internal the adapter overrides or reads)."
     )
 
@@ -81,7 +81,7 @@ SIGNATURES: list[tuple[str, Callable[..., Any], list[str]]] = [
 def test_each_internal_the_adapter_touches_has_its_pinned_signature(
     name: str, target: Callable[..., Any], parameters: list[str]
 ) -> None:
-    assert list(inspect.signature(target).parameters) == parameters, f"{name} changed: re-check worker/worker_loop.py"
+    assert list(inspect.signature(target).parameters) == parameters, f"{name} changed: re-check worker/queue/loop.py"
 
 
 async def test_a_worker_has_the_state_and_scripts_the_loop_override_reads(redis_url: str, queue_name: str) -> None:
@@ -114,4 +114,4 @@ def _bullmq_importers() -> set[str]:
 
 def test_only_the_adapter_imports_bullmq() -> None:
     """bullmq is touched in the adapter's two modules, consumer and producer, and nowhere else."""
-    assert _bullmq_importers() == {"worker/consumer.py", "worker/worker_loop.py", "worker/queue.py"}
+    assert _bullmq_importers() == {"worker/queue/consumer.py", "worker/queue/loop.py", "worker/queue/producer.py"}

@@ -1,4 +1,5 @@
-"""Node BullMQ 5.56's next-tick arithmetic (worker/repeat.py): every, cron in a zone, limit, endDate, immediately."""
+"""Node BullMQ 5.56's next-tick arithmetic (worker/queue/repeat.py): every, cron in a zone, limit, endDate,
+immediately."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from worker.errors import RepeatError
-from worker.repeat import cron_next, next_tick
+from worker.queue.repeat import cron_next, next_tick
 
 HOUR = 3_600_000
 

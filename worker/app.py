@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 from worker.catalog import Catalog
 from worker.connections import AutoPipeline, RedisClient, make_client, redact_url
 from worker.connectors.registry import Registry, build_registry
-from worker.consumer import QueueWorker
 from worker.deferrals import Deferrals
 from worker.dispatch import Dispatcher
 from worker.exits import RET_CONNECT, RET_FORCED, RET_OK
@@ -29,6 +28,7 @@ from worker.http import OpsServer, start_ops_server
 from worker.logs import get_logger, reap, suppressed
 from worker.metrics import Metrics
 from worker.prefixes import check_prefix
+from worker.queue.consumer import QueueWorker
 from worker.runner import Runner
 from worker.runs import RunStore
 from worker.settings import Settings, environment_secret

@@ -31,7 +31,7 @@ from worker.jobs_cli import main as jobs_main
 from worker.logs import configure, get_logger
 from worker.models import CrawlingJobData, ScheduleType
 from worker.prefixes import check_prefix
-from worker.queue import JobQueue, producer_job_options
+from worker.queue.producer import JobQueue, producer_job_options
 from worker.settings import Settings, load, systemd_environment
 
 log = get_logger("worker.cli")

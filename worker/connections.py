@@ -224,7 +224,7 @@ def _common_kwargs(settings: Settings, *, bounded_reads: bool = True) -> dict[st
     kwargs: dict[str, Any] = {
         "decode_responses": True,
         # bytes that are not UTF-8 (a hostile or broken producer) read as lone surrogates instead of an
-        # exception that would leave the job active forever; worker/job_hash.py turns them into a reason
+        # exception that would leave the job active forever; worker/queue/job_hash.py turns them into a reason
         "encoding_errors": "surrogateescape",
         "socket_timeout": settings.redis_socket_timeout_s if bounded_reads else None,
         "socket_connect_timeout": settings.redis_connect_timeout_s,

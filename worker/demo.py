@@ -27,7 +27,7 @@ from worker.catalog import Catalog, InstanceEntry
 from worker.connections import make_client
 from worker.logs import get_logger
 from worker.models import CrawlingJobData
-from worker.queue import JobQueue, producer_job_options
+from worker.queue.producer import JobQueue, producer_job_options
 from worker.serving import bind, serving
 from worker.settings import Settings
 

@@ -38,12 +38,12 @@ from worker.errors import (
     error_class,
 )
 from worker.handler import ActiveJob, Completion
-from worker.job_hash import json_type
 from worker.labels import OTHER
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.models import CrawlingJobData, JobOutcome, job_name
 from worker.progress import ProgressReporter
+from worker.queue.job_hash import json_type
 from worker.runner import CrawlRequest, Runner, lease_token
 from worker.settings import Settings
 from worker.stats import StatsRecorder

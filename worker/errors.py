@@ -7,7 +7,7 @@
   (a source's Retry-After, an instance already being crawled, a shutdown hand-off).
 
 :func:`classify` decides a job's next step from any exception, once: the dispatcher logs and counts
-by it, and the queue adapter (``worker.consumer``) maps it onto bullmq's ``UnrecoverableError`` /
+by it, and the queue adapter (``worker.queue.consumer``) maps it onto bullmq's ``UnrecoverableError`` /
 ``DelayedError``.
 """
 

@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parent
 FLOW = (
     ("worker.cli",),
     ("worker.app", "worker.demo", "worker.jobs_cli", "worker.api", "worker.serving", "worker.ui"),
-    ("worker.consumer",),
-    ("worker.worker_loop",),
+    ("worker.queue.consumer",),
+    ("worker.queue.loop",),
     ("worker.dispatch",),
     ("worker.runner",),
     ("worker.connectors",),
@@ -100,6 +100,10 @@ def rank(module: str) -> int | None:
     for i, level in enumerate(FLOW):
         if any(module == name or module.startswith(name + ".") for name in level):
             return i
+    if module != "worker":  # a package holding ranked modules (the bullmq adapter) ranks as its highest one
+        for i, level in enumerate(FLOW):
+            if any(name.startswith(module + ".") for name in level):
+                return i
     return None
 
 

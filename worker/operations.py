@@ -11,7 +11,7 @@ from worker.errors import JobNotFound, WrongState
 from worker.jobs import ALL_STATES, JobFilter, JobPage, current_counts, export, iter_statuses, list_jobs
 from worker.logs import get_logger
 from worker.models import JobStatus, State
-from worker.queue import QueueAdmin
+from worker.queue.producer import QueueAdmin
 from worker.queue_stats import WorkerInfo, list_workers
 from worker.schedules import ScheduleRequest, list_schedules, remove, upsert
 from worker.settings import Settings

@@ -86,7 +86,7 @@ def list_workers(client_list: str | list[dict[str, Any]], prefix: str, queue: st
 
     Node BullMQ names one connection per worker (its blocking one) ``<prefix>:<base64(queue)>``, or
     ``...:w:<name>`` for a named worker; crawl-worker names one connection per process the same way
-    (``worker/queue.py``).
+    (``worker/queue/producer.py``).
     """
     base = f"{prefix}:{base64.b64encode(queue.encode()).decode()}"
     entries = client_list if isinstance(client_list, list) else _parse_client_list(client_list)

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError
 
 from worker.errors import InvalidJobData
 from worker.models import CamelModel, CrawlingJobData, ScheduleConfig, ScheduleType, job_name
-from worker.queue import QueueAdmin, producer_job_options
+from worker.queue.producer import QueueAdmin, producer_job_options
 
 #: The job-template fields that say which instance a schedule crawls.
 INSTANCE_FIELDS = ("connector", "connectorId", "orgId", "userId", "scheduleConfig")

@@ -16,7 +16,7 @@ from tests.helpers import add_crawl
 from worker.jobs import JobFilter
 from worker.models import CrawlingJobData, State
 from worker.operations import Operations
-from worker.queue import producer_job_options
+from worker.queue.producer import producer_job_options
 
 
 async def test_filter_by_each_state(placed: Placed, ops: Operations) -> None:

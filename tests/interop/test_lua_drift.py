@@ -1,4 +1,4 @@
-"""The vendored Lua is the npm package's, byte for byte: worker/lua/update_job_scheduler_5_56.lua against the
+"""The vendored Lua is the npm package's, byte for byte: worker/queue/lua/update_job_scheduler_5_56.lua against the
 script inside the ``bullmq@5.56.1`` the interop tests install (``bullmq5``), read through Node as BullMQ
 loads it. A hand edit of either copy, or a different npm version, fails here."""
 
@@ -38,6 +38,6 @@ def test_the_vendored_update_job_scheduler_is_npm_bullmq_5_56_1s() -> None:
     assert npm["version"] == "5.56.1"
     assert (npm["name"], npm["keys"]) == ("updateJobScheduler", 12)
     assert _vendored_body().strip() == npm["content"].strip(), (
-        "worker/lua/update_job_scheduler_5_56.lua differs from npm bullmq@5.56.1's updateJobScheduler-12: "
+        "worker/queue/lua/update_job_scheduler_5_56.lua differs from npm bullmq@5.56.1's updateJobScheduler-12: "
         "re-vendor it (includes inlined) and re-run tests/test_repeat.py"
     )

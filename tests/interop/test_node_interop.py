@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import catalog_of, crawl_job, running_app, wait_for
 from tests.proc import Processes
-from worker.queue import node_client_name, producer_job_options
+from worker.queue.producer import node_client_name, producer_job_options
 from worker.queue_stats import count_workers
 from worker.settings import Settings
 

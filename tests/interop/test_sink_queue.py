@@ -18,7 +18,7 @@ from tests.conftest import delete_keys
 from tests.helpers import add_crawl, catalog_of, running_app, wait_state
 from worker.connections import make_client
 from worker.documents import Document
-from worker.queue import JobQueue
+from worker.queue.producer import JobQueue
 from worker.settings import Settings
 from worker.sinks.base import InstanceRef
 from worker.sinks.bullmq_queue import BullmqQueueSink

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.helpers import wait_for
 from tests.observability.conftest import CountingRedis
-from worker.queue import node_client_name
+from worker.queue.producer import node_client_name
 from worker.queue_stats import QueueStatsCollector
 from worker.stuck import find_stuck, lock_key
 

@@ -13,7 +13,7 @@ from bullmq import Job, Queue, Worker
 
 from tests.api.conftest import ADMIN, READ, serve
 from tests.helpers import crawl_job
-from worker.queue import producer_job_options
+from worker.queue.producer import producer_job_options
 from worker.settings import Settings
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker.documents import Document
-from worker.queue import JobQueue
+from worker.queue.producer import JobQueue
 from worker.sinks.base import InstanceRef, Sink
 
 #: Options of every batch job: retried by the consumer's own worker, bounded retention.

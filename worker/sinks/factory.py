@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.connections import make_client
-from worker.queue import JobQueue
+from worker.queue.producer import JobQueue
 from worker.settings import Settings
 from worker.sinks.base import Sink
 from worker.sinks.bullmq_queue import BullmqQueueSink

@@ -8,8 +8,8 @@ computes the next time and options in JavaScript and sends them to the ``updateJ
 script. The Python port (3.4.4) does the same step with Node 6's script, which takes the next
 tick's data from the scheduler record only: a 5.x repeatable job keeps none there, so every tick
 after the first got ``data: {}`` and the schedule silently broke. This module is that JavaScript,
-ported line for line (``dist/esm/classes/job-scheduler.js`` of bullmq 5.56.1); ``worker/queue.py``
-sends the result with 5.56.1's own script (``worker/lua/update_job_scheduler_5_56.lua``).
+ported line for line (``dist/esm/classes/job-scheduler.js`` of bullmq 5.56.1); ``worker/queue/producer.py``
+sends the result with 5.56.1's own script (``worker/queue/lua/update_job_scheduler_5_56.lua``).
 
 Options are handled in their stored form (short keys such as ``kl``, ``de``, as in the job hash),
 which Node's ``optsFromJSON`` / ``optsAsJSON`` round trip leaves unchanged.

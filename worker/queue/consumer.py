@@ -1,8 +1,8 @@
-"""Our worker on the crawl queue: the bullmq adapter's consuming side (with ``worker/worker_loop.py`` and
-``worker/queue.py``, the only modules that import bullmq).
+"""Our worker on the crawl queue: the bullmq adapter's consuming side (``worker/queue/`` is the only package
+that imports bullmq).
 
 What it fixes or adds over the Python port (see shared/research/bullmq-python.md), beside the loop in
-``worker/worker_loop.py``:
+``worker/queue/loop.py``:
 - the stalled check also runs at start-up (the port waits a full interval first);
 - one dedicated blocking connection, named as Node names a worker's (``<prefix>:<base64(queue)>:w:<name>``),
   so Node ``getWorkers()`` and bull-board list each process once;
@@ -20,18 +20,16 @@ from typing import Any
 
 from bullmq import Job
 from bullmq.custom_errors import DelayedError, UnrecoverableError
-from bullmq.redis_connection import RedisConnection
 
-from worker import repeat
 from worker.cancel import CancelListener
 from worker.connections import AutoPipeline, RedisClient, make_client
 from worker.errors import Next, RetryLater, classify
 from worker.handler import ActiveJob, CancelSignal, Completion, Handler, cancel_reason
 from worker.logs import get_logger, reap
-from worker.queue import node_client_name
+from worker.queue.loop import NodeLoopWorker
+from worker.queue.producer import node_client_name
 from worker.settings import Settings
 from worker.status import Keys
-from worker.worker_loop import NodeLoopWorker
 
 log = get_logger(__name__)
 
@@ -88,18 +86,18 @@ class QueueWorker:
 
     async def start(self) -> None:
         """Create the worker, recover stalled jobs now, and start fetching."""
-        worker = NodeLoopWorker(self.settings.queue_name, self._process, self._options())
-        worker.autopipeline = self._autopipeline
-        worker.clientName = node_client_name(self.settings.prefix, self.settings.queue_name, self.settings.worker_name)
-        # One blocking connection of its own, the only one that carries the worker's name (as in Node);
-        # the port would block on (and name) the shared pool. bullmq closes it with the worker.
-        blocking_client = make_client(self.settings, max_connections=2)
-        worker.backend.blocking_connection = worker.blockingRedisConnection = RedisConnection(blocking_client)
-        worker.bclient = blocking_client
-        worker._update_scheduler = self._client.register_script(repeat.UPDATE_JOB_SCHEDULER_LUA.read_text())
-        worker.max_data_bytes = self.settings.job_data_max_bytes
-        worker.min_every_ms = int(self.settings.repeat_min_interval_s * 1000)
-        worker.bound_fields()
+        s = self.settings
+        worker = NodeLoopWorker(
+            s.queue_name,
+            self._process,
+            self._options(),
+            client_name=node_client_name(s.prefix, s.queue_name, s.worker_name),
+            # the port would block on (and name) the shared pool: the loop gets a connection of its own
+            blocking_client=make_client(s, max_connections=2),
+            autopipeline=self._autopipeline,
+            max_data_bytes=s.job_data_max_bytes,
+            min_every_ms=int(s.repeat_min_interval_s * 1000),
+        )
         worker.on("stalled", self._stalled)
         worker.on("error", self._error)
         worker.on("failed", self._failed)

@@ -1,5 +1,5 @@
-"""Node's consumption loop on the Python port's Worker (with ``worker/consumer.py`` and ``worker/queue.py``,
-the only modules that import bullmq).
+"""Node's consumption loop on the Python port's Worker (``worker/queue/`` is the only package that imports
+bullmq).
 
 PINNED: this module overrides the Python port's internal worker loop (``Worker.run``, ``processJob``,
 ``moveToActive``, ``nextJobFromJobData``, ``_ensure_client_names``) and reads its internals (scripts,
@@ -11,9 +11,9 @@ What it changes in the port's loop (see shared/research/bullmq-python.md):
 - one task per concurrency slot, a completion fetches the next job (Node's loop);
 - ``processedBy`` sent with every job taken; the worker's name on one blocking connection only;
 - repeat ticks: the next tick is created as the producer's generation of Node BullMQ creates it
-  (``worker/repeat.py``), with the tick's own data (the port's script gave every later tick ``data: {}``);
-- jobs the port cannot read (``worker/job_hash.py``) fail at once with a clear reason instead of
-  looping through lock expiry and stall recovery; stack traces without install paths (``worker/traces.py``).
+  (``worker/queue/repeat.py``), with the tick's own data (the port's script gave every later tick ``data: {}``);
+- jobs the port cannot read (``worker/queue/job_hash.py``) fail at once with a clear reason instead of
+  looping through lock expiry and stall recovery; stack traces without install paths (``worker/queue/traces.py``).
 """
 
 from __future__ import annotations
@@ -29,17 +29,18 @@ from typing import Any
 import msgpack
 from bullmq import Job, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
+from bullmq.redis_connection import RedisConnection
 from bullmq.scripts import raw2NextJobData
 from bullmq.timer import Timer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker import job_hash, repeat
 from worker.connections import AutoPipeline, ScriptCall
 from worker.errors import RepeatError
 from worker.handler import Completion
 from worker.logs import get_logger
-from worker.traces import portable_trace
+from worker.queue import job_hash, repeat
+from worker.queue.traces import portable_trace
 
 log = get_logger(__name__)
 
@@ -60,8 +61,33 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
     paused: bool
     drained: bool
     _client_name_set: bool
-    #: Batches the completions of concurrent slots (and the run store's lease reads) into shared round trips.
-    autopipeline: AutoPipeline
+
+    def __init__(
+        self,
+        queue_name: str,
+        processor: Callable[[Job, str], Awaitable[Any]],
+        opts: dict[str, Any],
+        *,
+        client_name: str,
+        blocking_client: Any,
+        autopipeline: AutoPipeline,
+        max_data_bytes: int,
+        min_every_ms: int,
+    ) -> None:
+        """The port's Worker (``opts``: its options, ``autorun`` off), then what this loop adds: its own named
+        blocking connection (``blocking_client``, the only one that carries ``client_name``, as in Node; bullmq
+        closes it with the worker), the shared auto-pipeline, the job-size bound on the scripts that take jobs,
+        the repeat floor, and Node 5.56.1's updateJobScheduler script."""
+        super().__init__(queue_name, processor, opts)
+        #: Batches the completions of concurrent slots (and the run store's lease reads) into shared round trips.
+        self.autopipeline = autopipeline
+        self.clientName = client_name
+        self.backend.blocking_connection = self.blockingRedisConnection = RedisConnection(blocking_client)
+        self.bclient = blocking_client
+        self.max_data_bytes = max_data_bytes
+        self.min_every_ms = min_every_ms
+        self._update_scheduler = self.client.register_script(repeat.UPDATE_JOB_SCHEDULER_LUA.read_text())
+        self.bound_fields()
 
     async def run(self) -> None:
         if self.running:
@@ -285,7 +311,7 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         """bullmq's ``nextJobFromJobData``, with the repeat step of the producer's Node generation and
         unreadable jobs failed.
 
-        A job the port cannot read (``worker/job_hash.py``) is returned with a deferred failure (failed at
+        A job the port cannot read (``worker/queue/job_hash.py``) is returned with a deferred failure (failed at
         once with a clear reason, no attempts spent) instead of raising, which would leave it active until
         its lock expired, over and over.
         """

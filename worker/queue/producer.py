@@ -1,5 +1,5 @@
-"""The producing half of the bullmq adapter: adding jobs and operator actions (with ``worker/consumer.py`` and
-``worker/worker_loop.py``, the only modules that import bullmq). Imports nothing of the job stack: sinks,
+"""The producing half of the bullmq adapter: adding jobs and operator actions (``worker/queue/`` is the only
+package that imports bullmq). Imports nothing of the job stack: sinks,
 schedules, the API and the CLI add jobs through here without loading dispatch, runner or runs."""
 
 from __future__ import annotations
