@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := tests/interop/node_modules/.installed-stamp
 
-.PHONY: all install node run test check lint format bench lock clean
+.PHONY: all install node run test check lint format bench lock imports clean
 
 ## `make` alone: lint, then test.
 all: lint test
@@ -52,6 +52,13 @@ lint: install
 	$(BIN)/ruff check worker tests $(wildcard bench)
 	$(BIN)/ruff format --check worker tests $(wildcard bench)
 	$(BIN)/mypy
+
+## Redraw the import pictures (docs/imports.svg, docs/imports/*.svg) from the source; needs Graphviz's dot.
+imports: install
+	$(BIN)/python -m worker.imports > docs/imports.dot
+	$(BIN)/python -m worker.imports --write docs/imports
+	dot -Tsvg docs/imports.dot -o docs/imports.svg
+	for f in docs/imports/*.dot; do dot -Tsvg "$$f" -o "$${f%.dot}.svg"; done
 
 ## Rewrite the code in ruff's format (what `make lint` checks).
 format: install

@@ -8,7 +8,17 @@ import sys
 import pytest
 
 from tests.proc import REPO, worker_env
-from worker.imports import CRAWLER_MAY_IMPORT, cycles, dot, graph, outside_lower_layers, packages, rank, upward
+from worker.imports import (
+    CRAWLER_MAY_IMPORT,
+    cycles,
+    dot,
+    graph,
+    outside_lower_layers,
+    packages,
+    pictures,
+    rank,
+    upward,
+)
 
 JOB_STACK = {"worker.dispatch", "worker.runner", "worker.runs", "worker.consumer", "worker.worker_loop", "worker.app"}
 
@@ -70,3 +80,16 @@ def test_an_import_out_of_a_crawler_is_caught(source: str, target: str) -> None:
 def test_the_picture_of_the_imports_is_current() -> None:
     """docs/imports.dot is what `python -m worker.imports` draws today (docs/imports.svg is rendered from it)."""
     assert (REPO / "docs" / "imports.dot").read_text() == dot(graph())
+
+
+def test_the_per_package_pictures_are_current_and_small() -> None:
+    """docs/imports/ holds one picture of the top level and one per package (``make imports``), each what the
+    source draws today, each small enough to read at page width."""
+    drawn = pictures(graph())
+    folder = REPO / "docs" / "imports"
+    assert sorted(p.name for p in folder.glob("*.dot")) == sorted(drawn), "run make imports"
+    for name, text in drawn.items():
+        assert (folder / name).read_text() == text, f"docs/imports/{name} is stale: run make imports"
+        assert (folder / name.replace(".dot", ".svg")).exists(), f"docs/imports/{name} is not rendered"
+        boxes = sum(1 for line in text.splitlines() if "[label=" in line)
+        assert boxes <= 45, f"docs/imports/{name} has {boxes} boxes: too many to read"

@@ -32,6 +32,16 @@ CORRUPTIONS: dict[str, tuple[dict[FieldT, EncodableT], str]] = {
 }
 
 
+async def _ticker(gaps: list[float]) -> None:
+    """Append the event loop's gaps between 10 ms sleeps to ``gaps`` until cancelled (a stalled loop shows)."""
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+
+
 async def test_each_unreadable_job_fails_at_once_and_a_good_job_completes(
     make_settings: Callable[..., Settings], raw_redis: aioredis.Redis, queue: Queue
 ) -> None:
@@ -80,16 +90,8 @@ async def test_oversized_job_data_is_refused_before_it_is_parsed(
     await raw_redis.hset(f"bull:{settings.queue_name}:{job_id}", "data", blob)
     gaps: list[float] = []
 
-    async def ticker() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
     async with running_app(settings, catalog_of(good=GOOD)):
-        tick = asyncio.create_task(ticker())
+        tick = asyncio.create_task(_ticker(gaps))
         await wait_state(queue, job_id, ["failed"], timeout=30)
         tick.cancel()
     assert max(gaps) < 1.5, f"the loop stalled {max(gaps):.2f} s (parsing it would stall it for seconds)"
@@ -112,16 +114,8 @@ async def test_every_oversized_field_fails_the_job_unread(
         ids[field] = (job_id, len(blob))
     gaps: list[float] = []
 
-    async def ticker() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
     async with running_app(settings, catalog_of(good=GOOD)):
-        tick = asyncio.create_task(ticker())
+        tick = asyncio.create_task(_ticker(gaps))
         for job_id, _ in ids.values():
             await wait_state(queue, job_id, ["failed"], timeout=30)
         good = str((await queue.add(*crawl_job("mock", "good"), {"removeOnComplete": False})).id)

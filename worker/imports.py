@@ -1,5 +1,6 @@
 """The package's own import graph, read from the source (no module is imported): for the test that
-keeps data flowing one way, and for the picture in ``docs/imports.svg`` (``python -m worker.imports``).
+keeps data flowing one way, and for the pictures in ``docs/imports/`` (``make imports``: one of the top level
+and one per package, each readable at page width) and the whole graph in ``docs/imports.svg``.
 
 Imports under ``if TYPE_CHECKING:`` are annotations, not dependencies, and are left out.
 """
@@ -179,5 +180,63 @@ def _id(module: str) -> str:
     return module.replace(".", "_")
 
 
+def _unit(module: str, package: str) -> str:
+    """What ``module`` is drawn as in the picture of ``package``: itself inside the package (a subpackage of it
+    as one box), else the top-level module or package of ``worker`` it belongs to."""
+    prefix = package + "."
+    if module.startswith(prefix):
+        return prefix + module[len(prefix) :].split(".", maxsplit=1)[0]
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def package_edges(edges: dict[str, set[str]], package: str) -> dict[str, set[str]]:
+    """The graph as the picture of ``package`` shows it: its own modules (subpackages as one box each) and, one
+    box each, the modules and packages outside it that they import."""
+    inside = [m for m in edges if m.startswith(package + ".") or m == package]
+    drawn: dict[str, set[str]] = {}
+    for module in inside:
+        here = _unit(module, package)
+        drawn.setdefault(here, set())
+        for target in edges[module]:
+            there = _unit(target, package)
+            if there != here:
+                drawn[here].add(there)
+                drawn.setdefault(there, set())
+    return drawn
+
+
+def spine(drawn: dict[str, set[str]]) -> str:
+    """The top-level picture: the modules and packages of :data:`FLOW` with their arrows, and the shared
+    plumbing (everything else, which any of them may import) named in one box instead of 40 arrows to it."""
+    flow = {m: {t for t in targets if rank(t) is not None} for m, targets in drawn.items() if rank(m) is not None}
+    plumbing = sorted(m.removeprefix("worker.") for m in drawn if rank(m) is None and m != "worker")
+    text = dot(flow).rstrip().removesuffix("}")
+    rows = [", ".join(plumbing[i : i + 6]) for i in range(0, len(plumbing), 6)]
+    label = "shared plumbing (imported from any level):\\n" + "\\n".join(rows)
+    return text + f'  plumbing [label="{label}", shape=note, fontsize=9];\n}}\n'
+
+
+def pictures(edges: dict[str, set[str]]) -> dict[str, str]:
+    """File name -> DOT text of every picture in ``docs/imports/``: ``worker.dot`` (top-level modules, each
+    package one box) and one per package, each small enough to read at page width."""
+    out = {"worker.dot": spine(package_edges(edges, "worker"))}
+    for package in packages():
+        out[f"{package.removeprefix('worker.')}.dot"] = dot(package_edges(edges, package))
+    return out
+
+
+def write_pictures(folder: Path) -> None:
+    """Write :func:`pictures` into ``folder`` (the SVGs are rendered from them by ``make imports``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.dot"):
+        stale.unlink()
+    for name, text in pictures(graph()).items():
+        (folder / name).write_text(text)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(dot(graph()))
+    if sys.argv[1:2] == ["--write"]:
+        write_pictures(Path(sys.argv[2]))
+    else:
+        sys.stdout.write(dot(graph()))
