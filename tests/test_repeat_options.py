@@ -9,7 +9,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from bullmq import Queue
 
-from tests.helpers import catalog_of, crawl_job, running_app, wait_state
+from tests.helpers import catalog_of, crawl_job, running_app, wait_for, wait_state
 from worker.settings import Settings
 
 GOOD = {"connector": "mock", "config": {"items": 2}}
@@ -55,3 +55,30 @@ async def test_bad_repeat_options_fail_the_tick_at_once_and_other_jobs_run(
         assert stored.get(b"stc", b"0") == b"0", f"{case}: failed on its first pickup, never stalled"
     delayed = [str(i) for i in await raw_redis.zrange(f"bull:{settings.queue_name}:delayed", 0, -1)]
     assert delayed == [], "no bad schedule made a next tick"
+
+
+async def test_a_job_scheduler_every_1_ms_is_raised_to_the_minimum(
+    make_settings: Callable[..., Settings], raw_redis: aioredis.Redis, queue: Queue
+) -> None:
+    """upsertJobScheduler every 1 ms (Node 6's way): the first tick runs, its record's every is raised to
+    repeat_min_interval_s and the next tick is due about a minute later, not 1 ms."""
+    settings = make_settings()
+    name, data = crawl_job("mock", "good")
+    await queue.upsertJobScheduler("flood", {"every": 1}, name, data, {})
+    key = f"bull:{settings.queue_name}"
+
+    async def completed() -> list[bytes]:
+        ids = cast("list[bytes]", await raw_redis.zrange(f"{key}:completed", 0, -1))
+        return [i for i in ids if i.startswith(b"repeat:flood:")]
+
+    async def next_tick() -> list[bytes]:
+        return cast("list[bytes]", await raw_redis.zrange(f"{key}:delayed", 0, -1))
+
+    async with running_app(settings, catalog_of(good=GOOD)):
+        done = await wait_for(completed, timeout=15)
+        (following,) = await wait_for(next_tick, timeout=15)
+    assert len(done) == 1, done
+    assert await raw_redis.hget(f"{key}:repeat:flood", "every") == b"60000"
+    first_ms = int(done[0].rsplit(b":", 1)[1])
+    next_ms = int(following.rsplit(b":", 1)[1])
+    assert 1000 < next_ms - first_ms <= 60_000, (first_ms, next_ms)

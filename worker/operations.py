@@ -16,7 +16,7 @@ from worker.queue_stats import WorkerInfo, list_workers
 from worker.schedules import ScheduleRequest, list_schedules, remove, upsert
 from worker.settings import Settings
 from worker.stats import JobStats, Period, read_stats
-from worker.status import Keys, get_logs, get_status
+from worker.status import READ_MAX_BYTES, Keys, get_logs, get_status, oversized
 
 log = get_logger(__name__)
 
@@ -55,7 +55,12 @@ class Operations:
         return status
 
     async def _admin(self, job_id: str, action: Callable[[str], Awaitable[str | None]]) -> str | None:
-        """``action(job_id)`` through bullmq, which parses the job: one it cannot read is a WrongState, not a 500."""
+        """``action(job_id)`` through bullmq, which reads the whole job and parses it: one with a field too large
+        to read (sized first, never read) or one it cannot parse is a WrongState, not a 500 or a stalled API."""
+        bound = max(READ_MAX_BYTES, self.settings.job_data_max_bytes)
+        if too_large := await oversized(self.client, self.keys, job_id, bound):
+            fields = ", ".join(f"{name} ({size} bytes)" for name, size in too_large.items())
+            raise WrongState(f"job {job_id!r} has fields too large to read ({fields}); remove it")
         try:
             return await action(job_id)
         except (ValueError, TypeError, KeyError, RecursionError, UnicodeError) as exc:

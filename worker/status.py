@@ -79,6 +79,23 @@ return out
 """
 
 
+# KEYS[1]: a job hash; ARGV[1]: a bound in bytes. The fields over it, as field, size pairs (sized, never read).
+_OVERSIZED = """
+local out = {}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local size = redis.call('HSTRLEN', KEYS[1], field)
+  if size > tonumber(ARGV[1]) then out[#out + 1] = field; out[#out + 1] = size end
+end
+return out
+"""
+
+
+async def oversized(client: RedisClient, keys: Keys, job_id: str, bound: int) -> dict[str, int]:
+    """The fields of a job hash larger than ``bound`` bytes, by size (what bullmq's Job would read whole)."""
+    flat = await client.eval(_OVERSIZED, 1, keys.job(job_id), bound)
+    return {str(name): int(size) for name, size in zip(flat[::2], flat[1::2], strict=True)}
+
+
 def read_heads(target: Any, keys: Sequence[str]) -> Any:
     """Queue (on a pipeline) or run the bounded read of :data:`JOB_FIELDS` of ``keys``: rows of the fields'
     values, then the oversized fields (``name=bytes,...``)."""

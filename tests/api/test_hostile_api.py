@@ -6,17 +6,18 @@ import asyncio
 import csv
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from bullmq import Queue
+from bullmq import Queue, Worker
 from redis.typing import EncodableT, FieldT
 
 from tests.api.conftest import ADMIN, READ, auth
-from tests.helpers import add_crawl
+from tests.helpers import add_crawl, fail_jobs
 from worker import jobs
 from worker.models import JobStatus
 
@@ -162,3 +163,19 @@ async def test_oversized_fields_are_read_as_heads(
         answer = await http.get(path, params=params, headers=auth(READ))
         assert answer.status_code == 200, (path, answer.text[:300])
         assert len(answer.content) < 10_000, (path, len(answer.content))
+
+
+async def test_retry_and_promote_refuse_a_job_too_large_to_read(
+    http: httpx.AsyncClient, queue: Queue, hand_worker: Worker, raw_redis: aioredis.Redis
+) -> None:
+    """A failed job with a 64 MB opts: retry answers 409 naming the field at once (never read whole); remove works."""
+    (failed,) = await fail_jobs(queue, hand_worker, [("mock", "big")])
+    await raw_redis.hset(f"bull:{queue.name}:{failed}", "opts", b'{"pad":[' + b"0," * (32 << 20) + b"0]}")
+    started = time.monotonic()
+    retried = await http.post(f"/v1/jobs/{failed}/retry", headers=auth(ADMIN))
+    assert retried.status_code == 409, retried.text
+    assert "opts (67108875 bytes)" in retried.json()["error"]["message"]
+    assert time.monotonic() - started < 1.0
+    bulk = await http.post("/v1/jobs/retry-failed", headers=auth(ADMIN))
+    assert bulk.json()["count"] == 0, bulk.text
+    assert (await http.delete(f"/v1/jobs/{failed}", headers=auth(ADMIN))).status_code == 200

@@ -385,10 +385,10 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         if not scheduler_id:
             log.error("repeat.unsupported", job_id=job.id, reason="repeat tick without a repeat key (bullmq < 3)")
             return
-        record = await self._with_retries(
-            lambda: self.client.hmget(self.scripts.toKey(f"repeat:{scheduler_id}"), "opts", "offset")
-        )
-        if any(field is not None for field in record):  # a job scheduler: Node 6's iteration, the port's
+        record_key = self.scripts.toKey(f"repeat:{scheduler_id}")
+        record = await self._with_retries(lambda: self.client.hmget(record_key, "opts", "offset", "every"))
+        if any(field is not None for field in record[:2]):  # a job scheduler: Node 6's iteration, the port's
+            await self._clamp_scheduler(job, record_key, record[2])
             await self._with_retries(lambda: self._scheduleNextIteration(job))
             return
         every = opts["repeat"].get("every")
@@ -431,6 +431,25 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         ]
         created = await self._with_retries(lambda: self._update_scheduler(keys=keys, args=args))
         log.debug("repeat.next", job_id=job.id, next_job_id=created, delay_ms=tick.opts.get("delay"))
+
+    async def _clamp_scheduler(self, job: Job, record_key: str, every: Any) -> None:
+        """A job scheduler's ``every`` below ``min_every_ms`` is raised to it in its record (Node 6's script
+        computes the next tick from the record), logged ``repeat.clamped``."""
+        try:
+            interval = float(every) if every is not None else 0.0
+        except ValueError:
+            return
+        if 0 < interval < self.min_every_ms:
+            log.warning(
+                "repeat.clamped",
+                job_id=job.id,
+                scheduler=job.repeatJobKey,
+                every_ms=interval,
+                min_every_ms=self.min_every_ms,
+                reason=f"job scheduler every {interval:g} ms is below repeat_min_interval_s; set to "
+                f"{self.min_every_ms} ms",
+            )
+            await self._with_retries(lambda: self.client.hset(record_key, "every", self.min_every_ms))
 
     async def _with_retries(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """``call()``, tried up to three times over about a second while Redis connections fail."""
