@@ -26,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 from bullmq import Job, Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
 from bullmq.redis_connection import RedisConnection
@@ -39,7 +38,7 @@ from worker.connections import AutoPipeline, ScriptCall
 from worker.errors import RepeatError
 from worker.handler import Completion
 from worker.logs import get_logger
-from worker.queue import job_hash, repeat
+from worker.queue import job_hash, repeat, scripts
 from worker.queue.traces import portable_trace
 
 log = get_logger(__name__)
@@ -205,19 +204,8 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
 
     async def moveToActive(self, token: str) -> Job | None:  # noqa: N802 - bullmq's method name
         """bullmq's ``moveToActive`` with the worker's name, so Redis records ``processedBy`` (Node's ``pb``)."""
-        scripts = self.scripts
-        keys = scripts.getKeys(list(_MOVE_TO_ACTIVE_KEYS))
-        packed = msgpack.packb(
-            {
-                "token": token,
-                "lockDuration": self.opts.get("lockDuration", 0),
-                "limiter": self.opts.get("limiter"),
-                "name": self.opts.get("name"),
-            },
-            use_bin_type=True,
-        )
-        now_ms = int(time.time() * 1000)
-        result = await scripts.commands["moveToActive"](keys=keys, args=[scripts.keys[""], now_ms, packed])
+        keys, args = scripts.move_to_active(self.scripts, self.opts, token, int(time.time() * 1000))
+        result = await self.scripts.commands["moveToActive"](keys=keys, args=args)
         job_data, job_id, limit_until, delay_until = raw2NextJobData(result) or (None, None, None, None)
         job: Job | None = await self.nextJobFromJobData(job_data, job_id, limit_until or 0, delay_until or 0, token)
         return job
@@ -237,28 +225,23 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         Progress goes first, so listeners see 100 % before ``completed``. Returns the next job's raw
         data, or None.
         """
-        scripts = self.scripts
         commands: list[ScriptCall | tuple[Any, ...]] = []
         if done.progress is not None:
             job.progress = done.progress
             progress_json = json.dumps(done.progress, separators=(",", ":"), allow_nan=False)
-            keys = [scripts.toKey(job.id), scripts.keys["events"], scripts.keys["meta"]]
-            commands.append(ScriptCall(scripts.commands["updateProgress"], keys, [job.id, progress_json]))
+            keys, args = scripts.update_progress(self.scripts, job.id, progress_json)
+            commands.append(ScriptCall(self.scripts.commands["updateProgress"], keys, args))
         if done.log is not None:
-            logs_key = scripts.toKey(f"{job.id}:logs")
+            logs_key = self.scripts.toKey(f"{job.id}:logs")
             commands.append(("RPUSH", logs_key, done.log))
             keep_logs = int(job.opts.get("keepLogs") or 0)
             if keep_logs:
                 commands.append(("LTRIM", logs_key, -keep_logs, -1))
-        keys, args = scripts.moveToCompletedArgs(
-            job, done.result, job.opts.get("removeOnComplete", False), token, fetch_next
+        keys, args = scripts.move_to_completed(
+            self.scripts, job, done.result, token, fetch_next=fetch_next, name=self.opts.get("name")
         )
-        if fetch_next:  # the job it fetches records who took it (``pb``), as Node's moveToFinished does
-            packed_opts = msgpack.unpackb(args[7], raw=False)
-            packed_opts["name"] = self.opts.get("name")
-            args[7] = msgpack.packb(packed_opts, use_bin_type=True)
         finish = len(commands)
-        commands.append(ScriptCall(scripts.commands["moveToFinished"], keys, args))
+        commands.append(ScriptCall(self.scripts.commands["moveToFinished"], keys, args))
         commands.extend(done.after)
         replies = await self.autopipeline.execute(commands)
         for i, (command, reply) in enumerate(zip(commands, replies, strict=True)):
@@ -270,7 +253,7 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         if isinstance(moved, Exception):
             raise moved
         if isinstance(moved, int) and moved < 0:
-            raise scripts.finishedErrors(
+            raise self.scripts.finishedErrors(
                 {"code": moved, "jobId": job.id, "command": "moveToFinished", "state": "active"}
             )
         next_job: list[Any] | None = raw2NextJobData(moved)
@@ -280,13 +263,13 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
         """The scripts that take a job read its hash field by field up to ``max_data_bytes`` (data) and
         ``job_hash.FIELD_MAX_BYTES`` (every other field) instead of whole (``job_hash.bounded_script``)."""
         commands = self.scripts.commands
-        for name in _TAKING_SCRIPTS:
+        for name in scripts.TAKING_SCRIPTS:
             source = job_hash.bounded_script(commands[name].script, max_data_bytes=self.max_data_bytes)
             commands[name] = self.scripts.redisClient.register_script(source)
 
     async def load_scripts(self) -> None:
         """Load the bullmq scripts that completions send by SHA."""
-        for name in _PIPELINED_SCRIPTS:
+        for name in scripts.PIPELINED_SCRIPTS:
             await self.client.script_load(self.scripts.commands[name].script)
 
     async def pause(self, do_not_wait_active: bool = False) -> None:
@@ -403,32 +386,24 @@ class NodeLoopWorker(Worker):  # type: ignore[misc]
                 f"{self.min_every_ms} ms later",
             )
         try:
-            tick = repeat.next_tick(
-                scheduler_id, job.name, opts, int(time.time() * 1000), min_every_ms=self.min_every_ms
-            )
-            packed_opts = None if tick is None else msgpack.packb(tick.opts, use_bin_type=True)
+            now_ms = int(time.time() * 1000)
+            tick = repeat.next_tick(scheduler_id, job.name, opts, now_ms, min_every_ms=self.min_every_ms)
+            if tick is not None:  # packed here: options msgpack cannot pack end the schedule too
+                keys, args = scripts.update_job_scheduler_5_56(
+                    self.scripts,
+                    job_id=job.id,
+                    scheduler_id=scheduler_id,
+                    next_millis=tick.next_millis,
+                    data=job_data.get("data") or "{}",
+                    opts=tick.opts,
+                    now_ms=now_ms,
+                )
         except (RepeatError, ValueError, TypeError, OverflowError) as exc:  # never the stalled loop for a tick
             log.error("repeat.ended", job_id=job.id, scheduler=scheduler_id, reason=str(exc))
             return
         if tick is None:
             log.info("repeat.ended", job_id=job.id, scheduler=scheduler_id, reason="limit or endDate reached")
             return
-        scripts = self.scripts
-        keys = [
-            *scripts.getKeys(["repeat", "delayed", "wait", "paused", "meta", "prioritized", "marker", "id", "events"]),
-            scripts.keys["pc"],
-            scripts.toKey(job.id),
-            scripts.keys["active"],
-        ]
-        args = [
-            tick.next_millis,
-            scheduler_id,
-            job_data.get("data") or "{}",
-            packed_opts,
-            int(time.time() * 1000),
-            scripts.keys[""],
-            job.id,
-        ]
         created = await self._with_retries(lambda: self._update_scheduler(keys=keys, args=args))
         log.debug("repeat.next", job_id=job.id, next_job_id=created, delay_ms=tick.opts.get("delay"))
 
@@ -477,16 +452,3 @@ def _tick_options(job_data: dict[str, Any], job: Job) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return opts if isinstance(opts, dict) and isinstance(opts.get("repeat"), dict) else None
-
-
-#: The keys of bullmq's ``moveToActive`` script, in order.
-_MOVE_TO_ACTIVE_KEYS = (
-    *("wait", "active", "prioritized", "events", "stalled", "limiter", "delayed", "paused", "meta", "pc"),
-    "marker",
-)
-
-#: The bullmq scripts that hand back the job they take (its whole hash, unless bounded).
-_TAKING_SCRIPTS = ("moveToActive", "moveToFinished", "moveToDelayed")
-
-#: The bullmq scripts a completion sends by SHA inside a pipeline.
-_PIPELINED_SCRIPTS = ("updateProgress", "moveToFinished")
