@@ -85,7 +85,7 @@ def test_each_internal_the_adapter_touches_has_its_pinned_signature(
 
 
 async def test_a_worker_has_the_state_and_scripts_the_loop_override_reads(redis_url: str, queue_name: str) -> None:
-    """The attributes ``worker_loop`` reads or sets on a constructed Worker, the option keys it reads, and the
+    """The attributes ``worker.queue.loop`` reads or sets on a constructed Worker, the option keys it reads, and the
     Lua scripts the completion sends by SHA."""
     worker = Worker(queue_name, None, {"connection": redis_url, "autorun": False})
     try:

@@ -1,6 +1,6 @@
 --[[
   Node BullMQ 5.56.1's updateJobScheduler-12 script, verbatim (npm bullmq@5.56.1,
-  dist/cjs/scripts/updateJobScheduler-12.js, includes inlined), used by worker/queue.py to
+  dist/cjs/scripts/updateJobScheduler-12.js, includes inlined), sent by worker/queue/loop.py (packed in scripts.py) to
   create a repeat tick's next tick exactly as a Node 5.56 worker does (see worker/repeat.py).
 
   MIT License. Copyright (c) 2018 BullForce Labs AB.
