@@ -14,7 +14,7 @@ from tests.interop.pipeshub import HERE, node_binary
 
 pytestmark = pytest.mark.node
 
-VENDORED = Path(__file__).resolve().parents[2] / "worker" / "lua" / "update_job_scheduler_5_56.lua"
+VENDORED = Path(__file__).resolve().parents[2] / "worker" / "queue" / "lua" / "update_job_scheduler_5_56.lua"
 LOAD = """
 const pkg = require('./node_modules/bullmq5/package.json');
 const mod = require('./node_modules/bullmq5/dist/cjs/scripts/updateJobScheduler-12.js');

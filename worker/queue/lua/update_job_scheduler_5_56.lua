@@ -1,7 +1,7 @@
 --[[
   Node BullMQ 5.56.1's updateJobScheduler-12 script, verbatim (npm bullmq@5.56.1,
-  dist/cjs/scripts/updateJobScheduler-12.js, includes inlined), sent by worker/queue/loop.py (packed in scripts.py) to
-  create a repeat tick's next tick exactly as a Node 5.56 worker does (see worker/repeat.py).
+  dist/cjs/scripts/updateJobScheduler-12.js, includes inlined), sent by worker/queue/loop.py to
+  create a repeat tick's next tick exactly as a Node 5.56 worker does (see worker/queue/repeat.py).
 
   MIT License. Copyright (c) 2018 BullForce Labs AB.
   Permission is hereby granted, free of charge, to any person obtaining a copy of this software
