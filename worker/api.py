@@ -140,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await dashboard.aclose()
         await ops.close()
         await client.aclose()
 

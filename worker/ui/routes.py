@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response, S
 
 from worker.auth import role_of
 from worker.catalog import Catalog
-from worker.connections import RedisClient
+from worker.connections import RedisClient, make_client
 from worker.errors import ConfigError
 from worker.jobs import JobFilter, JobPage, current_counts
 from worker.models import State
@@ -46,7 +46,6 @@ from worker.ui.sessions import (
 
 PER_PAGE = (20, 50, 100)
 INSTANCES_PER_PAGE = 100
-MAX_STREAMS = 32
 PERIODS = ((Period.H1, "last hour", 1), (Period.H24, "last day", 24), (Period.D30, "last 30 days", 720))
 
 
@@ -97,8 +96,13 @@ class Dashboard:
         self.keys = ops.keys
         self.signer = Signer(settings)
         self.render = Renderer()
-        self.streams = 0
+        # live streams: one XREAD of their own, never a connection of the API's pool
+        self.hub = events.Hub(lambda: make_client(settings, max_connections=2, bounded_reads=False), self.keys)
         self._catalog: Catalog | None = None
+
+    async def aclose(self) -> None:
+        """End the live streams and close their connection."""
+        await self.hub.aclose()
 
     def catalog(self) -> Catalog | None:
         """The catalog (re-read when it changes); None when it cannot be read."""
@@ -140,6 +144,20 @@ class Dashboard:
         """An error page."""
         ctx = {"queue": self.keys.queue, "session": session, "flash": "", "events_url": "", "path": "/ui/"}
         return self.render.page("error.html", {**ctx, "status": status, "message": message}, status)
+
+
+class _LiveResponse(StreamingResponse):
+    """A stream that gives its place back however it ends (even if it never started)."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _login_redirect(request: Request) -> Response:
@@ -203,6 +221,8 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
         form = await form_of(request)
         if session is not None and not dash.signer.csrf_ok(session, form.get("csrf")):
             return dash.error(403, "missing or wrong CSRF token", session)
+        if session is not None:
+            dash.hub.end_session(session.nonce)
         response = RedirectResponse("/ui/login", status_code=303)
         clear_cookie(response, request, SESSION_COOKIE)
         return response
@@ -295,22 +315,16 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
 
     @router.get("/ui/events")
     async def live(request: Request, since: Annotated[str | None, Query(max_length=48)] = None) -> Response:
-        if dash.session(request) is None:
+        session = dash.session(request)
+        if session is None:
             return dash.error(401, "sign in first")
-        if dash.streams >= MAX_STREAMS:
-            return dash.error(503, "too many live streams open; reload later")
+        sub = dash.hub.open(session.nonce)  # reserved now: the cap counts streams not yet started
+        if isinstance(sub, str):
+            return dash.error(503, sub, session)
         resume = request.headers.get("last-event-id") or since
-
-        async def body() -> Any:
-            dash.streams += 1
-            try:
-                async for chunk in events.stream(dash.client, dash.keys, resume):
-                    yield chunk
-            finally:
-                dash.streams -= 1
-
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+        body = events.stream(dash.client, dash.keys, resume, sub, dash.hub)
+        return _LiveResponse(body, media_type="text/event-stream", headers=headers, release=lambda: dash.hub.close(sub))
 
     return router
 
