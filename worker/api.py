@@ -33,6 +33,7 @@ from worker.request_guard import RequestGuard
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import JobStats, Period
+from worker.throttle import FailureBudget
 from worker.ui import install as install_dashboard
 
 log = get_logger(__name__)
@@ -122,20 +123,30 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     client = make_client(settings)
     ops = Operations(settings, client)
 
-    def reader(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        if creds is None:
-            raise _fail(401, "missing bearer token")
-        if role_of(creds.credentials, settings) is None:
-            raise _fail(401, "invalid token")
+    budget = FailureBudget(client, ops.keys, settings)
 
-    def admin(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    async def authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> Role:
+        """The bearer token's role; 401 without a valid one, 429 while the address is over its budget."""
         if creds is None:
             raise _fail(401, "missing bearer token")
+        address = request.client.host if request.client else "unknown"
+        wait_s = await budget.wait_s(address)
+        if wait_s:
+            raise HTTPException(
+                429, f"too many wrong tokens; retry in {wait_s} s", headers={"Retry-After": str(wait_s)}
+            )
         role = role_of(creds.credentials, settings)
-        if role is Role.READ:
-            raise _fail(403, "this operation needs the admin token")
         if role is None:
+            await budget.failed(address)
             raise _fail(401, "invalid token")
+        return role
+
+    async def reader(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        await authenticate(request, creds)
+
+    async def admin(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        if await authenticate(request, creds) is Role.READ:
+            raise _fail(403, "this operation needs the admin token")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -151,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
         lifespan=lifespan,
         responses=RESPONSES,
     )
-    app.add_middleware(RequestGuard, settings=settings)  # token and size checked before a body is read
+    app.add_middleware(RequestGuard, settings=settings, budget=budget)  # token and size checked before a body is read
     read = [Depends(reader)]
     write = [Depends(admin)]
     dashboard = install_dashboard(app, settings, client, ops)
@@ -164,7 +175,10 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return respond(request, exc.status_code, str(exc.detail))
+        response = respond(request, exc.status_code, str(exc.detail))
+        if exc.headers and "Retry-After" in exc.headers:
+            response.headers["Retry-After"] = exc.headers["Retry-After"]
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

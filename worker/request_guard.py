@@ -14,6 +14,7 @@ from typing import Any
 
 from worker.auth import role_of
 from worker.settings import Settings
+from worker.throttle import FailureBudget
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,10 +30,17 @@ _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 class RequestGuard:
     """Refuses oversized bodies everywhere and unauthenticated writes under ``/v1/`` before reading them."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        budget: FailureBudget | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.max_body_bytes = max_body_bytes
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the headers; pass the request on with a receive that stops at the size limit."""
@@ -45,7 +53,14 @@ class RequestGuard:
             if scheme.lower() != "bearer" or not token:
                 await _reply(send, 401, "missing bearer token", authenticate=True)
                 return
+            address = str((scope.get("client") or ("unknown",))[0])
+            wait_s = await self.budget.wait_s(address) if self.budget is not None else 0
+            if wait_s:
+                await _reply(send, 429, f"too many wrong tokens; retry in {wait_s} s", retry_after=wait_s)
+                return
             if role_of(token.strip(), self.settings) is None:
+                if self.budget is not None:
+                    await self.budget.failed(address)
                 await _reply(send, 401, "invalid token", authenticate=True)
                 return
         length = headers.get(b"content-length", b"")
@@ -69,10 +84,14 @@ class RequestGuard:
         return bounded
 
 
-async def _reply(send: Send, status: int, message: str, *, authenticate: bool = False) -> None:
+async def _reply(
+    send: Send, status: int, message: str, *, authenticate: bool = False, retry_after: int | None = None
+) -> None:
     body = json.dumps({"error": {"status": status, "message": message}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if authenticate:
         headers.append((b"www-authenticate", b"Bearer"))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
+import pytest
 
-from tests.api.conftest import READ
+from tests.api.conftest import ADMIN, READ
+from tests.proc import run_cli
 from tests.ui.conftest import sign_in
+from worker.api import create_app
+from worker.auth import MIN_TOKEN_CHARS
+from worker.errors import ConfigError
+from worker.settings import Settings
 from worker.ui.events import MAX_STREAMS, MAX_STREAMS_PER_SESSION
-from worker.ui.sessions import SESSION_COOKIE
+from worker.ui.sessions import LOGIN_COOKIE, SESSION_COOKIE
+
+AUTH_FAILURES, AUTH_WINDOW_S = (
+    Settings.model_fields["api_auth_failures"].default,
+    Settings.model_fields["api_auth_window_s"].default,
+)
 
 
 class Stream:
@@ -108,3 +120,89 @@ async def test_signing_out_ends_the_sessions_streams(site: httpx.AsyncClient) ->
             assert (await site.post("/ui/logout", data={"csrf": csrf})).status_code == 303
             assert await mine.ended(timeout=5)
             assert not await theirs.ended(timeout=0.5)
+
+
+async def login_form(client: httpx.AsyncClient) -> str:
+    """A fresh sign-in form for ``client``; its ``login_csrf`` (the form's cookie is in the client)."""
+    found = re.search(r'name="login_csrf" value="([^"]+)"', (await client.get("/ui/login")).text)
+    assert found is not None
+    return found[1]
+
+
+async def test_a_signed_out_cookie_is_dead_everywhere(site: httpx.AsyncClient) -> None:
+    """Sign-out revokes the session on the server: a copy of its cookie opens no page, stream or action
+    (it stayed valid for up to 12 h)."""
+    csrf = await sign_in(site, ADMIN)
+    cookie = site.cookies[SESSION_COOKIE]
+    assert (await site.post("/ui/logout", data={"csrf": csrf})).status_code == 303
+    async with httpx.AsyncClient(base_url=site.base_url, cookies={SESSION_COOKIE: cookie}) as copy:
+        page = await copy.get("/ui/")
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/ui/login")
+        assert (await copy.get("/ui/events")).status_code == 401
+        act = await copy.post("/ui/actions/pause", data={"csrf": csrf, "confirmed": "1"})
+        assert act.status_code == 401
+    await sign_in(site, ADMIN)  # a new sign-in works
+    assert (await site.get("/ui/")).status_code == 200
+
+
+async def test_a_sign_in_form_works_once(site: httpx.AsyncClient) -> None:
+    """A sign-in form post replayed (same form cookie and token) is refused, even with the right token."""
+    login_csrf = await login_form(site)
+    form_cookie = {LOGIN_COOKIE: site.cookies[LOGIN_COOKIE]}
+    site.cookies.clear()
+
+    async def post(token: str) -> httpx.Response:  # the same captured form, sent again as it was
+        async with httpx.AsyncClient(base_url=site.base_url, cookies=form_cookie) as replayer:
+            return await replayer.post("/ui/login", data={"token": token, "login_csrf": login_csrf})
+
+    assert (await post("x" * 20)).status_code == 401
+    replay = await post(READ)
+    assert replay.status_code == 403
+    assert SESSION_COOKIE not in replay.cookies
+    assert (await site.post("/ui/login", data={"token": READ, "login_csrf": await login_form(site)})).status_code == 303
+
+
+async def test_guessing_sign_in_tokens_is_throttled(site: httpx.AsyncClient) -> None:
+    """After AUTH_FAILURES wrong tokens from one address, sign-in answers 429 with Retry-After, even to the
+    right token, until the window ends (it answered every guess: 84 a second)."""
+
+    async def guess(client: httpx.AsyncClient) -> int:
+        token = await login_form(client)
+        return (await client.post("/ui/login", data={"token": "guess-" * 4, "login_csrf": token})).status_code
+
+    clients = [httpx.AsyncClient(base_url=site.base_url) for _ in range(AUTH_FAILURES)]
+    try:
+        assert await asyncio.gather(*(guess(c) for c in clients)) == [401] * AUTH_FAILURES
+    finally:
+        for client in clients:
+            await client.aclose()
+    refused = await site.post("/ui/login", data={"token": READ, "login_csrf": await login_form(site)})
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["retry-after"]) <= AUTH_WINDOW_S
+    assert SESSION_COOKIE not in site.cookies
+
+
+async def test_guessing_bearer_tokens_is_throttled(site: httpx.AsyncClient) -> None:
+    """The bearer API spends the same budget: after AUTH_FAILURES wrong tokens (reads or writes), every request
+    from the address answers 429 with Retry-After, the right token too (it answered 430 guesses a second)."""
+    for n in range(AUTH_FAILURES):
+        path, method = ("/v1/queue", "GET") if n % 2 else ("/v1/queue/pause", "POST")
+        wrong = await site.request(method, path, headers={"Authorization": f"Bearer guess-{n:020d}"})
+        assert wrong.status_code == 401
+    for method, path in (("GET", "/v1/queue"), ("POST", "/v1/queue/pause")):
+        refused = await site.request(method, path, headers={"Authorization": f"Bearer {ADMIN}"})
+        assert refused.status_code == 429, (method, path)
+        assert 0 < int(refused.headers["retry-after"]) <= AUTH_WINDOW_S
+        assert refused.json()["error"]["status"] == 429
+
+
+async def test_short_tokens_are_refused_at_start_up(make_settings: Callable[..., Settings]) -> None:
+    """A token under MIN_TOKEN_CHARS characters stops the API from starting, naming the setting."""
+    with pytest.raises(ConfigError, match=f"api_read_token is 6 characters; use at least {MIN_TOKEN_CHARS}"):
+        create_app(make_settings(api_read_token="secret", api_admin_token=ADMIN))
+    with pytest.raises(ConfigError, match="api_admin_token"):
+        create_app(make_settings(api_admin_token="a" * (MIN_TOKEN_CHARS - 1)))
+    result = run_cli("api", "--port", "0", redis_url=make_settings().redis_url, api_admin_token="short")
+    assert result.returncode == 2, result.stderr
+    assert "api_admin_token is 5 characters" in result.stderr

@@ -243,7 +243,7 @@ def build_actions(dash: Dashboard) -> APIRouter:
 
     @router.post("/ui/actions/{name}")
     async def act(request: Request, name: str) -> Response:
-        session = dash.session(request)
+        session = await dash.signed_in(request)
         try:
             form: Form | None = await form_of(request)
         except ValueError:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from worker.connections import RedisClient
@@ -220,7 +220,15 @@ class Hub:
                             sub.put((last, message))
 
 
-async def stream(client: RedisClient, keys: Keys, since: str | None, sub: Subscription, hub: Hub) -> AsyncIterator[str]:
+async def stream(
+    client: RedisClient,
+    keys: Keys,
+    since: str | None,
+    sub: Subscription,
+    hub: Hub,
+    *,
+    alive: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncIterator[str]:
     """Server-sent events after ``since`` (exclusive; None: from now) until the browser goes away or the
     stream is ended. What happened since ``since`` is read once with XRANGE, then the hub's feed follows."""
     try:
@@ -237,6 +245,8 @@ async def stream(client: RedisClient, keys: Keys, since: str | None, sub: Subscr
             try:
                 ident, fed = await asyncio.wait_for(sub.queue.get(), timeout=IDLE_S)
             except TimeoutError:
+                if alive is not None and not await alive():
+                    return
                 yield ": idle\n\n"  # keeps proxies from closing a quiet stream
                 continue
             if not ident:
