@@ -21,7 +21,7 @@ from worker.auth import MIN_TOKEN_CHARS
 from worker.errors import ConfigError
 from worker.settings import Settings
 from worker.ui.events import MAX_STREAMS, MAX_STREAMS_PER_SESSION
-from worker.ui.sessions import LOGIN_COOKIE, SESSION_COOKIE
+from worker.ui.sessions import FLASH_COOKIE, LOGIN_COOKIE, SESSION_COOKIE
 
 AUTH_FAILURES, AUTH_WINDOW_S = (
     Settings.model_fields["api_auth_failures"].default,
@@ -206,3 +206,22 @@ async def test_short_tokens_are_refused_at_start_up(make_settings: Callable[...,
     result = run_cli("api", "--port", "0", redis_url=make_settings().redis_url, api_admin_token="short")
     assert result.returncode == 2, result.stderr
     assert "api_admin_token is 5 characters" in result.stderr
+
+
+async def test_only_a_flash_message_this_server_signed_reaches_the_page(site: httpx.AsyncClient) -> None:
+    """An action's one-time message shows once; a cw_flash cookie set by anyone else (or signed for another
+    session) writes nothing into the page (it was shown as given)."""
+    csrf = await sign_in(site, ADMIN)
+    done = await site.post("/ui/actions/pause", data={"csrf": csrf, "confirmed": "1"})
+    assert done.status_code == 303
+    assert "Queue paused" in (await site.get("/ui/")).text.split('class="flash"')[1][:200]
+    forged = "Your%20session%20expired%3A%20re-enter%20your%20token%20at%20evil.example"
+    for value in (forged, f"{forged}.{'0' * 64}", done.cookies[FLASH_COOKIE]):
+        site.cookies.set(FLASH_COOKIE, value, path="/ui")
+        page = (await site.get("/ui/")).text
+        assert "evil.example" not in page
+        assert 'class="flash"' in page if value == done.cookies[FLASH_COOKIE] else 'class="flash"' not in page
+    async with httpx.AsyncClient(base_url=site.base_url) as other:
+        await sign_in(other, ADMIN)
+        other.cookies.set(FLASH_COOKIE, done.cookies[FLASH_COOKIE], path="/ui")
+        assert 'class="flash"' not in (await other.get("/ui/")).text

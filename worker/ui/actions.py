@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -233,7 +232,7 @@ async def _confirm_or_act(dash: Dashboard, request: Request, session: Session, a
     except (ValueError, ValidationError, InvalidJobData) as exc:
         return dash.error(422, str(exc), session)
     response = RedirectResponse(back, status_code=303)
-    set_cookie(response, request, FLASH_COOKIE, quote(message[:500]), max_age=60)
+    set_cookie(response, request, FLASH_COOKIE, dash.signer.flash(session, message), max_age=60)
     return response
 
 

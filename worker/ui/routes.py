@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -143,7 +143,7 @@ class Dashboard:
         return {
             "queue": self.keys.queue,
             "session": session,
-            "flash": unquote(request.cookies.get(FLASH_COOKIE, ""))[:500],
+            "flash": self.signer.read_flash(session, request.cookies.get(FLASH_COOKIE)),
             "events_url": f"/ui/events?since={since}",
             "path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             **values,

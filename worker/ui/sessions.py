@@ -3,8 +3,10 @@
 The session cookie is ``<role>.<expiry>.<nonce>.<mac>``: HttpOnly, SameSite=Strict, path ``/ui``,
 Secure when the request came over TLS. The MAC key is derived from the configured tokens, so
 replicas of the API accept each other's sessions and changing a token signs everyone out. Every
-form that acts carries ``csrf`` = MAC of the session's nonce; the sign-in form carries one bound to
-a short-lived ``cw_login`` cookie (double submit), so no other site can sign a browser in either.
+form that acts carries ``csrf`` = MAC of the session's nonce (the one-time message an action leaves,
+``cw_flash``, is MACed with it too, so no one else's cookie writes text into a page); the sign-in
+form carries one bound to a short-lived ``cw_login`` cookie (double submit), so no other site can
+sign a browser in either.
 
 Signing out revokes the session on the server (its nonce is kept in Redis until the session would have
 expired), so a copied cookie is dead too. A sign-in form's nonce carries its expiry and is spent on
@@ -18,6 +20,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,6 +35,7 @@ LOGIN_COOKIE = "cw_login"
 FLASH_COOKIE = "cw_flash"
 SESSION_TTL_S = 12 * 3600
 LOGIN_TTL_S = 900
+FLASH_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,18 @@ class Signer:
         if role is None or (role is Role.ADMIN and not self._admin_allowed):
             return None
         return Session(role=role, nonce=nonce, csrf=self._mac("csrf", nonce), expires=int(expires))
+
+    def flash(self, session: Session, message: str) -> str:
+        """The flash cookie value carrying ``message`` (at most 500 characters) for this session: signed."""
+        text = quote(message[:FLASH_CHARS], safe="")
+        return f"{text}.{self._mac('flash', session.nonce, text)}"
+
+    def read_flash(self, session: Session, value: str | None) -> str:
+        """The message of a flash cookie this server signed for ``session`` ("" for anything else)."""
+        text, _, mac = (value or "").rpartition(".")
+        if not text or not hmac.compare_digest(mac, self._mac("flash", session.nonce, text)):
+            return ""
+        return unquote(text)[:FLASH_CHARS]
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
         """Does a form's ``csrf`` field belong to this session?"""
