@@ -37,6 +37,8 @@ from worker.throttle import FailureBudget
 from worker.ui import install as install_dashboard
 
 log = get_logger(__name__)
+#: The oldest ``olderThanMs`` taken (100 years; more answers 422).
+MAX_AGE_MS = 100 * 365 * 86_400_000
 JobId = Annotated[str, Path(min_length=1, max_length=512, description="BullMQ job id")]
 _bearer = HTTPBearer(auto_error=False, description="read or admin token")
 
@@ -298,7 +300,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     @app.post("/v1/queue/clean", dependencies=write, tags=["queue"])
     async def clean(
         state: Literal[CLEANABLE],  # type: ignore[valid-type]
-        older_than_ms: Annotated[int, Query(alias="olderThanMs", ge=0)] = 0,
+        older_than_ms: Annotated[int, Query(alias="olderThanMs", ge=0, le=MAX_AGE_MS)] = 0,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     ) -> Ids:
         """Delete jobs in a state finished (or created) more than ``olderThanMs`` ago."""

@@ -3,7 +3,7 @@
 FastAPI reads and parses a body before it runs the route's auth dependency, so an unauthenticated
 100 MB request cost 340 MB of memory. This ASGI middleware answers 401 to a write on ``/v1/`` without
 a valid token, and 413 to any body over the limit, before a byte of the body is read (a body without
-a ``Content-Length`` is counted as it arrives and cut off at the limit).
+a ``Content-Length`` is counted as it arrives, cut off at the limit and answered 413 too).
 """
 
 from __future__ import annotations
@@ -67,21 +67,39 @@ class RequestGuard:
         if length.isdigit() and int(length) > self.max_body_bytes:
             await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
             return
-        await self.app(scope, self._bounded(receive), send)
+        await self._bounded_call(scope, receive, send)
 
-    def _bounded(self, receive: Receive) -> Receive:
+    async def _bounded_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app with a receive that stops at the size limit. A body past it (sent without a
+        ``Content-Length``) is answered 413 here: whatever the app made of the cut body (a parse error,
+        a disconnect) is dropped."""
         seen = 0
+        over = started = False
 
         async def bounded() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:  # a chunked body past the limit: the app sees the client go
+                if seen > self.max_body_bytes:
+                    over = True
                     return {"type": "http.disconnect"}
             return message
 
-        return bounded
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded, guarded_send)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
+            await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
 
 
 async def _reply(

@@ -12,13 +12,17 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from bullmq import Queue
 
 from tests.api.conftest import ADMIN, READ
+from tests.helpers import add_crawl
 from tests.proc import run_cli
 from tests.ui.conftest import sign_in
 from worker.api import create_app
 from worker.auth import MIN_TOKEN_CHARS
 from worker.errors import ConfigError
+from worker.request_guard import MAX_BODY_BYTES
 from worker.settings import Settings
 from worker.ui.events import MAX_STREAMS, MAX_STREAMS_PER_SESSION
 from worker.ui.sessions import FLASH_COOKIE, LOGIN_COOKIE, SESSION_COOKIE
@@ -225,3 +229,67 @@ async def test_only_a_flash_message_this_server_signed_reaches_the_page(site: ht
         await sign_in(other, ADMIN)
         other.cookies.set(FLASH_COOKIE, done.cookies[FLASH_COOKIE], path="/ui")
         assert 'class="flash"' not in (await other.get("/ui/")).text
+
+
+async def test_a_job_whose_bytes_are_not_utf8_still_shows(
+    site: httpx.AsyncClient, queue: Queue, raw_redis: aioredis.Redis
+) -> None:
+    """Its page, its raw views and the jobs list answer 200 with the bad bytes replaced (they answered 500)."""
+    job_id = await add_crawl(queue, "mock", "bytes")
+    await raw_redis.hset(
+        f"bull:{queue.name}:{job_id}",
+        mapping={
+            "data": b'{"connector":"mock","connectorId":"bytes","orgId":"o","x":"caf\xe9 \xff"}',
+            "returnvalue": b'{"note":"\xfe\xff"}',
+            "stacktrace": b'["Error: \xc3\x28"]',
+            "failedReason": b"bad \x80 reason",
+        },
+    )
+    await sign_in(site, READ)
+    page = await site.get(f"/ui/jobs/{job_id}")
+    assert page.status_code == 200, page.text[:300]
+    assert "\ufffd" in page.text
+    for field in ("data", "returnvalue", "stacktrace"):
+        raw = await site.get(f"/ui/jobs/{job_id}/raw/{field}")
+        assert raw.status_code == 200, (field, raw.text[:300])
+        assert "\ufffd" in raw.text
+    assert (await site.get("/ui/jobs", params={"q": "caf"})).status_code == 200
+    assert (await site.get("/ui/failures")).status_code == 200
+
+
+async def test_cleaning_older_than_a_non_number_is_refused_not_a_crash(site: httpx.AsyncClient) -> None:
+    """older_than_hours inf, nan, negative or absurd answers 422 on the confirm and the confirmed post (inf
+    answered 500); the API's olderThanMs beyond any real age answers 422 too."""
+    csrf = await sign_in(site, ADMIN)
+    for hours in ("inf", "-inf", "nan", "-1", "1e300", "x"):
+        for confirmed in ("", "1"):
+            form = {"csrf": csrf, "state": "completed", "older_than_hours": hours, "confirmed": confirmed}
+            answer = await site.post("/ui/actions/clean", data=form)
+            assert answer.status_code == 422, (hours, confirmed, answer.text[:200])
+    for ms in ("1" + "0" * 30, "-1"):
+        api = await site.post(
+            "/v1/queue/clean",
+            params={"state": "completed", "olderThanMs": ms},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert api.status_code == 422, (ms, api.text[:200])
+
+
+async def test_a_chunked_body_over_the_limit_answers_413(site: httpx.AsyncClient) -> None:
+    """A body with no Content-Length is cut at MAX_BODY_BYTES and answered 413, on the API, the dashboard's
+    sign-in and its actions (it answered 500 or 400)."""
+    csrf = await sign_in(site, ADMIN)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(MAX_BODY_BYTES // 4096 + 8):
+            yield b"a" * 4096
+
+    for path, headers in (
+        ("/v1/schedules", {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}),
+        ("/ui/login", {"Content-Type": "application/x-www-form-urlencoded"}),
+        ("/ui/actions/pause", {"Content-Type": "application/x-www-form-urlencoded"}),
+    ):
+        method = "PUT" if path.startswith("/v1") else "POST"
+        answer = await site.request(method, path, content=chunks(), headers=headers)
+        assert answer.status_code == 413, (path, answer.status_code, answer.text[:200])
+    assert csrf

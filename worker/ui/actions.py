@@ -29,6 +29,8 @@ Form = dict[str, str]
 Step = Callable[[Dashboard, Form], Awaitable[str]]
 #: Form fields that are the action's own plumbing, not its arguments.
 PLUMBING = ("csrf", "confirmed")
+#: The oldest age ``clean`` takes (100 years): beyond it (or inf / nan) the form is refused.
+MAX_CLEAN_HOURS = 876_000
 FILTER_LABELS = {
     "connector": "connector", "connectorId": "connectorId", "orgId": "orgId", "after": "created after",
     "before": "created before", "q": "data contains",
@@ -85,8 +87,8 @@ def _clean_args(form: Form) -> tuple[str, int, int]:
         raise ValueError(f"cannot clean state {state!r} (one of {', '.join(CLEANABLE)})")
     hours = float(form.get("older_than_hours") or 0)
     limit = int(form.get("limit") or 1000)
-    if hours < 0 or not 1 <= limit <= 100_000:
-        raise ValueError("older than must be >= 0 hours and limit 1-100000")
+    if not 0 <= hours <= MAX_CLEAN_HOURS or not 1 <= limit <= 100_000:  # false for nan too
+        raise ValueError(f"older than must be 0-{MAX_CLEAN_HOURS} hours and limit 1-100000")
     return state, int(hours * 3_600_000), limit
 
 

@@ -32,7 +32,7 @@ from worker.ui import events
 from worker.ui.detail import RAW_FIELDS, read_detail, read_raw
 from worker.ui.failures import SCAN_LIMIT, breakdown
 from worker.ui.instances import read_instances
-from worker.ui.render import Renderer, secure_headers
+from worker.ui.render import Renderer, secure_headers, utf8
 from worker.ui.sessions import (
     FLASH_COOKIE,
     LOGIN_COOKIE,
@@ -311,7 +311,7 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
         if value is None:
             return dash.error(404, f"job {job_id!r} has no {field!r}", session)
         name = quote(f"job-{job_id}-{field}.json", safe="")
-        response = PlainTextResponse(value, headers={"Content-Disposition": f"inline; filename*=UTF-8''{name}"})
+        response = PlainTextResponse(utf8(value), headers={"Content-Disposition": f"inline; filename*=UTF-8''{name}"})
         return secure_headers(response)
 
     async def instances(request: Request, session: Session) -> Response:
