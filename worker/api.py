@@ -28,7 +28,7 @@ from worker.errors import InvalidJobData, JobNotFound, WrongState
 from worker.jobs import JobFilter, JobPage
 from worker.logs import get_logger
 from worker.models import JobStatus, State
-from worker.operations import CLEANABLE, Operations
+from worker.operations import CLEAN_STATES, Operations
 from worker.request_guard import RequestGuard
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
@@ -299,7 +299,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
 
     @app.post("/v1/queue/clean", dependencies=write, tags=["queue"])
     async def clean(
-        state: Literal[CLEANABLE],  # type: ignore[valid-type]
+        state: Literal[CLEAN_STATES],  # type: ignore[valid-type]
         older_than_ms: Annotated[int, Query(alias="olderThanMs", ge=0, le=MAX_AGE_MS)] = 0,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     ) -> Ids:

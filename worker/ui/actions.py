@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from worker.errors import InvalidJobData, JobNotFound, WrongState
 from worker.models import ScheduleConfig, State
-from worker.operations import CLEANABLE
+from worker.operations import CLEAN_STATES
 from worker.schedules import ScheduleRequest
 from worker.ui.failures import group_ids
 from worker.ui.routes import Dashboard, form_of, job_filter, safe_next
@@ -83,8 +83,8 @@ async def _group(dash: Dashboard, form: Form) -> str:
 
 def _clean_args(form: Form) -> tuple[str, int, int]:
     state = form.get("state", "")
-    if state not in CLEANABLE:
-        raise ValueError(f"cannot clean state {state!r} (one of {', '.join(CLEANABLE)})")
+    if state not in CLEAN_STATES:
+        raise ValueError(f"cannot clean state {state!r} (one of {', '.join(CLEAN_STATES)})")
     hours = float(form.get("older_than_hours") or 0)
     limit = int(form.get("limit") or 1000)
     if not 0 <= hours <= MAX_CLEAN_HOURS or not 1 <= limit <= 100_000:  # false for nan too
