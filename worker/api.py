@@ -28,14 +28,17 @@ from worker.errors import InvalidJobData, JobNotFound, WrongState
 from worker.jobs import JobFilter, JobPage
 from worker.logs import get_logger
 from worker.models import JobStatus, State
-from worker.operations import CLEANABLE, Operations
+from worker.operations import CLEAN_STATES, Operations
 from worker.request_guard import RequestGuard
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import JobStats, Period
+from worker.throttle import FailureBudget
 from worker.ui import install as install_dashboard
 
 log = get_logger(__name__)
+#: The oldest ``olderThanMs`` taken (100 years; more answers 422).
+MAX_AGE_MS = 100 * 365 * 86_400_000
 JobId = Annotated[str, Path(min_length=1, max_length=512, description="BullMQ job id")]
 _bearer = HTTPBearer(auto_error=False, description="read or admin token")
 
@@ -122,24 +125,35 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
     client = make_client(settings)
     ops = Operations(settings, client)
 
-    def reader(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        if creds is None:
-            raise _fail(401, "missing bearer token")
-        if role_of(creds.credentials, settings) is None:
-            raise _fail(401, "invalid token")
+    budget = FailureBudget(client, ops.keys, settings)
 
-    def admin(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    async def authenticate(request: Request, creds: HTTPAuthorizationCredentials | None) -> Role:
+        """The bearer token's role; 401 without a valid one, 429 while the address is over its budget."""
         if creds is None:
             raise _fail(401, "missing bearer token")
+        address = request.client.host if request.client else "unknown"
+        wait_s = await budget.wait_s(address)
+        if wait_s:
+            raise HTTPException(
+                429, f"too many wrong tokens; retry in {wait_s} s", headers={"Retry-After": str(wait_s)}
+            )
         role = role_of(creds.credentials, settings)
-        if role is Role.READ:
-            raise _fail(403, "this operation needs the admin token")
         if role is None:
+            await budget.failed(address)
             raise _fail(401, "invalid token")
+        return role
+
+    async def reader(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        await authenticate(request, creds)
+
+    async def admin(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        if await authenticate(request, creds) is Role.READ:
+            raise _fail(403, "this operation needs the admin token")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await dashboard.aclose()
         await ops.close()
         await client.aclose()
 
@@ -150,7 +164,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
         lifespan=lifespan,
         responses=RESPONSES,
     )
-    app.add_middleware(RequestGuard, settings=settings)  # token and size checked before a body is read
+    app.add_middleware(RequestGuard, settings=settings, budget=budget)  # token and size checked before a body is read
     read = [Depends(reader)]
     write = [Depends(admin)]
     dashboard = install_dashboard(app, settings, client, ops)
@@ -163,7 +177,10 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return respond(request, exc.status_code, str(exc.detail))
+        response = respond(request, exc.status_code, str(exc.detail))
+        if exc.headers and "Retry-After" in exc.headers:
+            response.headers["Retry-After"] = exc.headers["Retry-After"]
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -282,8 +299,8 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - one route per 
 
     @app.post("/v1/queue/clean", dependencies=write, tags=["queue"])
     async def clean(
-        state: Literal[CLEANABLE],  # type: ignore[valid-type]
-        older_than_ms: Annotated[int, Query(alias="olderThanMs", ge=0)] = 0,
+        state: Literal[CLEAN_STATES],  # type: ignore[valid-type]
+        older_than_ms: Annotated[int, Query(alias="olderThanMs", ge=0, le=MAX_AGE_MS)] = 0,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     ) -> Ids:
         """Delete jobs in a state finished (or created) more than ``olderThanMs`` ago."""

@@ -44,10 +44,21 @@ def has_admin(settings: Settings) -> bool:
     return _configured(settings.api_admin_token) is not None
 
 
+#: The shortest token accepted: a short one is guessed (``openssl rand -hex 16`` gives 32 characters).
+MIN_TOKEN_CHARS = 16
+
+
 def require_tokens(settings: Settings) -> None:
-    """ConfigError unless at least one token is configured: the API never serves without auth."""
+    """ConfigError unless at least one token is configured and every configured one is long enough:
+    the API never serves without auth, nor with a token a guesser finds."""
     if _configured(settings.api_read_token) is None and _configured(settings.api_admin_token) is None:
         raise ConfigError("the job API needs api_read_token and/or api_admin_token; refusing to serve without auth")
+    for name, token in (("api_read_token", settings.api_read_token), ("api_admin_token", settings.api_admin_token)):
+        value = _configured(token)
+        if value is not None and len(value) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"{name} is {len(value)} characters; use at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 16`)"
+            )
 
 
 def token_material(settings: Settings) -> bytes:

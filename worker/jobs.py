@@ -62,7 +62,7 @@ class JobFilter(BaseModel):
         """Does a job with this data, creation time (ms) and stored data text (``raw``) match?"""
         checks = []
         if self.text:  # case-insensitive for ASCII letters, as the scan in Redis compares
-            checks.append(self.text.encode().lower() in (raw or "").encode().lower())
+            checks.append(self.text.encode().lower() in (raw or "").encode("utf-8", "surrogateescape").lower())
         if self.created_after is not None:
             checks.append(timestamp >= self.created_after.timestamp() * 1000)
         if self.created_before is not None:

@@ -8,15 +8,19 @@ import getpass
 import json
 import socket
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
+from worker import tables
 from worker.connections import make_client
 from worker.errors import ConfigError, InvalidJobData, JobNotFound, WrongState
 from worker.exits import RET_ERROR, RET_NOT_FOUND, RET_OK
 from worker.jobs import JobFilter
 from worker.models import ScheduleConfig, State
-from worker.operations import CLEANABLE, Operations
+from worker.operations import CLEAN_STATES, Operations
 from worker.schedules import ScheduleRequest
 from worker.settings import Settings
 from worker.stats import Period
@@ -32,6 +36,12 @@ def _filters(p: argparse.ArgumentParser, *, state: bool = True) -> None:
     p.add_argument("--created-before", type=datetime.fromisoformat, help="ISO 8601 time")
 
 
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output", choices=["table", "json"], help="default: a table on a terminal, JSON when piped or redirected"
+    )
+
+
 def add_parsers(sub: Any) -> None:
     """Add the ``jobs``, ``schedules`` and ``api`` commands to the CLI's sub-parsers."""
     jobs = sub.add_parser("jobs", help="inspect and operate on jobs").add_subparsers(dest="action", required=True)
@@ -40,6 +50,7 @@ def add_parsers(sub: Any) -> None:
     _filters(listing)
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--offset", type=int, default=0)
+    _output(listing)
     jobs.add_parser("retry", help="retry a failed job").add_argument("id")
     _filters(jobs.add_parser("retry-failed", help="retry every failed job matching filters"), state=False)
     cancel = jobs.add_parser("cancel", help="cancel a waiting, delayed or running job (fails it, no retries)")
@@ -53,7 +64,7 @@ def add_parsers(sub: Any) -> None:
     jobs.add_parser("pause", help="pause the queue")
     jobs.add_parser("resume", help="resume the queue")
     clean = jobs.add_parser("clean", help="delete jobs in a state older than a grace period")
-    clean.add_argument("--state", required=True, choices=CLEANABLE)
+    clean.add_argument("--state", required=True, choices=CLEAN_STATES, help="waiting: wait + prioritized")
     clean.add_argument("--older-than-ms", type=int, default=0)
     clean.add_argument("--limit", type=int, default=1000)
     exp = jobs.add_parser("export", help="stream matching jobs as CSV or JSON to stdout")
@@ -64,7 +75,7 @@ def add_parsers(sub: Any) -> None:
     )
     sched = sub.add_parser("schedules", help="connector instance schedules (BullMQ job schedulers)")
     actions = sched.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="every schedule")
+    _output(actions.add_parser("list", help="every schedule"))
     put = actions.add_parser("set", help="create or update from a PipesHub scheduleConfig (JSON)")
     put.add_argument("--connector", required=True)
     put.add_argument("--connector-id", required=True)
@@ -92,6 +103,46 @@ def _print(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+def _as_table(args: argparse.Namespace, out: TextIO) -> bool:
+    """Print a table (``--output table``, or a terminal without ``--output``) rather than JSON?"""
+    if args.output is not None:
+        return bool(args.output == "table")
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _show(args: argparse.Namespace, out: TextIO, value: Any, table: Callable[[], str]) -> None:
+    """``table()`` for a person, ``value`` as JSON for a program."""
+    if _as_table(args, out):
+        out.write(table())
+    else:
+        _print(value, out)
+
+
+SCHEDULE_CONFIG_SHAPE = (
+    '{"scheduleType": "daily", "hour": 2, "minute": 30, "timezone": "Europe/Berlin"} (scheduleType: hourly, '
+    'daily, weekly with "daysOfWeek": [1], monthly with "dayOfMonth", custom with "cronExpression", interval '
+    'with "intervalMinutes", once with "scheduledTime")'
+)
+
+
+def _schedule_config(text: str) -> ScheduleConfig:
+    """``--schedule-config``: a PipesHub scheduleConfig as JSON; ValueError names the expected shape."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError(
+            f"--schedule-config {text[:60]!r} is not JSON; expected e.g. {SCHEDULE_CONFIG_SHAPE}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--schedule-config must be a JSON object, e.g. {SCHEDULE_CONFIG_SHAPE}")
+    try:
+        return ScheduleConfig.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:5])
+        raise ValueError(f"--schedule-config: {problems}; expected e.g. {SCHEDULE_CONFIG_SHAPE}") from None
+
+
 def _job_filter(args: argparse.Namespace) -> JobFilter:
     return JobFilter(
         state=getattr(args, "state", None),
@@ -110,7 +161,7 @@ async def _jobs(ops: Operations, args: argparse.Namespace, out: TextIO) -> None:
         _print({"job": status.model_dump(mode="json", by_alias=True), "logs": logs}, out)
     elif a == "list":
         page = await ops.page(_job_filter(args), limit=args.limit, offset=args.offset)
-        _print(page.model_dump(mode="json", by_alias=True), out)
+        _show(args, out, page.model_dump(mode="json", by_alias=True), lambda: tables.jobs(page))
     elif a == "retry":
         _print((await ops.retry(args.id)).model_dump(mode="json", by_alias=True), out)
     elif a == "retry-failed":
@@ -144,9 +195,10 @@ async def _cancel(ops: Operations, args: argparse.Namespace, out: TextIO) -> Non
 
 async def _schedules(ops: Operations, args: argparse.Namespace, out: TextIO) -> None:
     if args.action == "list":
-        _print(await ops.schedules(), out)
+        found = await ops.schedules()
+        _show(args, out, found, lambda: tables.schedules(found))
     elif args.action == "set":
-        cfg = ScheduleConfig.model_validate(json.loads(args.schedule_config))
+        cfg = _schedule_config(args.schedule_config)
         req = ScheduleRequest(
             connector=args.connector,
             connector_id=args.connector_id,

@@ -21,6 +21,8 @@ from worker.status import READ_MAX_BYTES, Keys, get_logs, get_status, oversized
 log = get_logger(__name__)
 
 CLEANABLE = ("completed", "failed", "delayed", "wait", "paused", "prioritized")
+#: What ``clean`` takes: BullMQ's lists, and ``waiting`` (wait + prioritized, as the listings show it).
+CLEAN_STATES = (*CLEANABLE, "waiting")
 
 
 class Operations:
@@ -160,9 +162,15 @@ class Operations:
         return list_workers(await self.client.client_list(), self.keys.prefix, self.keys.queue)
 
     async def clean(self, state: str, older_than_ms: int, limit: int) -> list[str]:
-        """Delete up to ``limit`` jobs in ``state`` older than ``older_than_ms``."""
+        """Delete up to ``limit`` jobs in ``state`` older than ``older_than_ms``. ``waiting`` (the state the
+        listings show) is BullMQ's ``wait`` list and its ``prioritized`` set."""
+        if state == "waiting":
+            ids = await self.admin.clean("wait", older_than_ms, limit)
+            if len(ids) < limit:  # BullMQ reads a limit of 0 as "no limit": only ask for what is left
+                ids += await self.admin.clean("prioritized", older_than_ms, limit - len(ids))
+            return ids
         if state not in CLEANABLE:
-            raise WrongState(f"cannot clean state {state!r} (one of {', '.join(CLEANABLE)})")
+            raise WrongState(f"cannot clean state {state!r} (one of {', '.join(CLEANABLE)}, waiting)")
         return await self.admin.clean(state, older_than_ms, limit)
 
     async def stats(self, period: Period) -> JobStats:

@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     api_read_token: SecretStr | None = None
     api_admin_token: SecretStr | None = None
+    api_auth_failures: PositiveInt = 10
+    api_auth_window_s: PositiveInt = 300
 
     @field_validator("redis_url", "sync_events_redis_url")
     @classmethod

@@ -16,7 +16,7 @@ from worker.api import create_app
 from worker.serving import bind, serving
 from worker.settings import Settings
 
-READ, ADMIN = "read-token-123", "admin-token-456"
+READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
 
 
 @dataclass

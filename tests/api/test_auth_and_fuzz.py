@@ -30,7 +30,12 @@ def api_url(redis_url: str) -> Iterator[str]:
     """The API on its own queue (with jobs in every state), served by uvicorn in a thread."""
     queue = f"cwtest-fuzz-{uuid.uuid4().hex[:8]}"
     s = Settings(
-        redis_url=redis_url, queue_name=queue, api_read_token=READ, api_admin_token=ADMIN, metrics_enabled=False
+        redis_url=redis_url,
+        queue_name=queue,
+        api_read_token=READ,
+        api_admin_token=ADMIN,
+        metrics_enabled=False,
+        api_auth_failures=1_000_000,  # every generated case also sends wrong tokens from this one address
     )
 
     async def place() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -20,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from worker.errors import InvalidJobData, JobNotFound, WrongState
 from worker.models import ScheduleConfig, State
-from worker.operations import CLEANABLE
+from worker.operations import CLEAN_STATES
 from worker.schedules import ScheduleRequest
 from worker.ui.failures import group_ids
 from worker.ui.routes import Dashboard, form_of, job_filter, safe_next
@@ -30,6 +29,8 @@ Form = dict[str, str]
 Step = Callable[[Dashboard, Form], Awaitable[str]]
 #: Form fields that are the action's own plumbing, not its arguments.
 PLUMBING = ("csrf", "confirmed")
+#: The oldest age ``clean`` takes (100 years): beyond it (or inf / nan) the form is refused.
+MAX_CLEAN_HOURS = 876_000
 FILTER_LABELS = {
     "connector": "connector", "connectorId": "connectorId", "orgId": "orgId", "after": "created after",
     "before": "created before", "q": "data contains",
@@ -82,12 +83,12 @@ async def _group(dash: Dashboard, form: Form) -> str:
 
 def _clean_args(form: Form) -> tuple[str, int, int]:
     state = form.get("state", "")
-    if state not in CLEANABLE:
-        raise ValueError(f"cannot clean state {state!r} (one of {', '.join(CLEANABLE)})")
+    if state not in CLEAN_STATES:
+        raise ValueError(f"cannot clean state {state!r} (one of {', '.join(CLEAN_STATES)})")
     hours = float(form.get("older_than_hours") or 0)
     limit = int(form.get("limit") or 1000)
-    if hours < 0 or not 1 <= limit <= 100_000:
-        raise ValueError("older than must be >= 0 hours and limit 1-100000")
+    if not 0 <= hours <= MAX_CLEAN_HOURS or not 1 <= limit <= 100_000:  # false for nan too
+        raise ValueError(f"older than must be 0-{MAX_CLEAN_HOURS} hours and limit 1-100000")
     return state, int(hours * 3_600_000), limit
 
 
@@ -233,7 +234,7 @@ async def _confirm_or_act(dash: Dashboard, request: Request, session: Session, a
     except (ValueError, ValidationError, InvalidJobData) as exc:
         return dash.error(422, str(exc), session)
     response = RedirectResponse(back, status_code=303)
-    set_cookie(response, request, FLASH_COOKIE, quote(message[:500]), max_age=60)
+    set_cookie(response, request, FLASH_COOKIE, dash.signer.flash(session, message), max_age=60)
     return response
 
 
@@ -243,7 +244,7 @@ def build_actions(dash: Dashboard) -> APIRouter:
 
     @router.post("/ui/actions/{name}")
     async def act(request: Request, name: str) -> Response:
-        session = dash.session(request)
+        session = await dash.signed_in(request)
         try:
             form: Form | None = await form_of(request)
         except ValueError:

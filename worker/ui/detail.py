@@ -107,12 +107,17 @@ class Detail:
         return counts, reported.get("truncated") is True
 
 
+def _stored_len(text: str) -> int:
+    """The stored byte length of text read from Redis (bytes that were not UTF-8 came as surrogates)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 async def read_detail(client: RedisClient, keys: Keys, job_id: str) -> Detail:
     """Heads of the job's big fields and the small ones (one round trip)."""
     rows: list[Any] = await client.eval(_HEADS, 1, keys.job(job_id), HEAD_BYTES, *FIELDS)
     found = {str(name): (int(size), str(head)) for name, size, head in rows}
     values = {
-        name: Value(_pretty(head, size > len(head.encode())), size, size > len(head.encode()))
+        name: Value(_pretty(head, size > _stored_len(head)), size, size > _stored_len(head))
         for name, (size, head) in found.items()
         if name in RAW_FIELDS
     }
@@ -120,7 +125,7 @@ async def read_detail(client: RedisClient, keys: Keys, job_id: str) -> Detail:
     stalled = found.get("stc", (0, "0"))[1]
     return Detail(
         values=values,
-        stack=_stack(stack_head, stack_size > len(stack_head.encode())),
+        stack=_stack(stack_head, stack_size > _stored_len(stack_head)),
         processed_by=found.get("pb", (0, None))[1],
         stalled=int(stalled) if stalled.isdigit() else 0,
     )

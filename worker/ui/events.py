@@ -6,17 +6,27 @@ Each SSE message is ``{event, jobId, state?, progress?, reason?}`` (never a retu
 can be huge) with the stream entry id as its SSE id, so a reconnecting browser resumes where it
 stopped (``Last-Event-ID``), and a page passes the id it was rendered at (``since``) so nothing
 that happened between the render and the stream's start is missed.
+
+One :class:`Hub` per process reads the events stream for every open browser stream: one blocking
+XREAD on its own connection, fanned out to each stream's queue. Open streams therefore never hold
+the API's Redis connections, however many there are; the hub caps them per process and per
+session, and a session that signs out has its streams ended at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from worker.connections import RedisClient
+from worker.logs import get_logger
 from worker.status import Keys, loads
+
+log = get_logger(__name__)
 
 BLOCK_MS = 15_000
 BATCH = 200
@@ -33,6 +43,12 @@ STATE_AFTER = {
     "stalled": "waiting",
     "removed": "removed",
 }
+#: Open streams at most, per process and per signed-in session.
+MAX_STREAMS = 32
+MAX_STREAMS_PER_SESSION = 4
+#: Messages a slow browser may lag behind before its stream is ended (it reconnects from its last id).
+QUEUE_DEPTH = 1000
+IDLE_S = 15.0
 QUEUE_EVENTS = {"paused": True, "resumed": False}
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -82,18 +98,162 @@ def sse(ident: str, message: dict[str, Any]) -> str:
     return f"id: {ident}\ndata: {json.dumps(message, separators=(',', ':'))}\n\n"
 
 
-async def stream(client: RedisClient, keys: Keys, since: str | None) -> AsyncIterator[str]:
-    """Server-sent events from ``since`` (exclusive; None: from now) until the browser goes away."""
-    last = entry_id(since) or await last_id(client, keys)
-    yield "retry: 2000\n\n"
-    while True:
-        reply: Any = await client.xread({keys.key("events"): last}, count=BATCH, block=BLOCK_MS)
-        if not reply:
-            yield ": idle\n\n"  # keeps proxies from closing a quiet stream
-            continue
-        for _, entries in reply:
-            for ident, fields in entries:
+def _order(ident: str) -> tuple[int, int]:
+    ms, _, seq = ident.partition("-")
+    return int(ms), int(seq or 0)
+
+
+#: Put on a stream's queue to end it (sign-out, server shutdown, lagging too far behind).
+Item = tuple[str, dict[str, Any]]
+END: Item = ("", {})
+
+
+class Subscription:
+    """One open browser stream: the session it belongs to and its queue of (entry id, message)."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_DEPTH)
+        self.ended = False
+
+    def put(self, item: Item) -> None:
+        """Queue ``item``; a stream too far behind is ended (its browser resumes from its last id)."""
+        if self.ended:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.end()
+
+    def end(self) -> None:
+        """End the stream after what it has queued."""
+        if not self.ended:
+            self.ended = True
+            if self.queue.full():  # make room for the end marker: what it drops is re-read on reconnect
+                self.queue.get_nowait()
+            self.queue.put_nowait(END)
+
+
+class Hub:
+    """Every open stream of one process, fed by one XREAD on a connection of its own.
+
+    ``open`` reserves a place synchronously (no await between the check and the count, so 100
+    simultaneous requests cannot all pass the cap); the reader task runs while a stream is open.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], RedisClient],
+        keys: Keys,
+        *,
+        max_streams: int = MAX_STREAMS,
+        per_session: int = MAX_STREAMS_PER_SESSION,
+    ) -> None:
+        self._connect = connect
+        self._client: RedisClient | None = None
+        self._keys = keys
+        self.max_streams = max_streams
+        self.per_session = per_session
+        self._subs: set[Subscription] = set()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def open_count(self) -> int:
+        """Streams open now."""
+        return len(self._subs)
+
+    def open(self, owner: str) -> Subscription | str:
+        """A new subscription for session ``owner``, or why not (a cap is reached)."""
+        if len(self._subs) >= self.max_streams:
+            return f"too many live streams open ({self.max_streams}); reload later"
+        if sum(1 for sub in self._subs if sub.owner == owner) >= self.per_session:
+            return f"this session has {self.per_session} live streams open already; close a tab"
+        sub = Subscription(owner)
+        self._subs.add(sub)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="ui-events-reader")
+        return sub
+
+    def close(self, sub: Subscription) -> None:
+        """Forget a stream (its browser went away or it ended)."""
+        self._subs.discard(sub)
+
+    def end_session(self, owner: str) -> int:
+        """End every stream of session ``owner`` (it signed out); how many there were."""
+        mine = [sub for sub in self._subs if sub.owner == owner]
+        for sub in mine:
+            sub.end()
+        return len(mine)
+
+    async def aclose(self) -> None:
+        """End every stream, stop the reader, close its connection."""
+        for sub in list(self._subs):
+            sub.end()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _read(self) -> None:
+        if self._client is None:
+            self._client = self._connect()
+        client, key = self._client, self._keys.key("events")
+        last: str | None = None
+        while self._subs:
+            try:
+                if last is None:
+                    last = await last_id(client, self._keys)
+                reply: Any = await client.xread({key: last}, count=BATCH, block=BLOCK_MS)
+            except Exception as exc:  # Redis away: the streams idle, the reader retries
+                log.warning("ui.events_read_failed", error_type=type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            for _, entries in reply or ():
+                for ident, fields in entries:
+                    last = str(ident)
+                    message = to_message(fields)
+                    if message is not None:
+                        for sub in list(self._subs):
+                            sub.put((last, message))
+
+
+async def stream(
+    client: RedisClient,
+    keys: Keys,
+    since: str | None,
+    sub: Subscription,
+    hub: Hub,
+    *,
+    alive: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncIterator[str]:
+    """Server-sent events after ``since`` (exclusive; None: from now) until the browser goes away or the
+    stream is ended. What happened since ``since`` is read once with XRANGE, then the hub's feed follows."""
+    try:
+        yield "retry: 2000\n\n"
+        last = entry_id(since)
+        if last is not None:
+            missed: Any = await client.xrange(keys.key("events"), min=f"({last}", count=BATCH)
+            for ident, fields in missed:
                 last = str(ident)
                 message = to_message(fields)
                 if message is not None:
                     yield sse(last, message)
+        while True:
+            try:
+                ident, fed = await asyncio.wait_for(sub.queue.get(), timeout=IDLE_S)
+            except TimeoutError:
+                if alive is not None and not await alive():
+                    return
+                yield ": idle\n\n"  # keeps proxies from closing a quiet stream
+                continue
+            if not ident:
+                return
+            if last is not None and _order(ident) <= _order(last):
+                continue  # already sent from the catch-up read
+            last = ident
+            yield sse(ident, fed)
+    finally:
+        hub.close(sub)

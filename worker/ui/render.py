@@ -59,6 +59,19 @@ def ago(ms: int | float | None) -> str:
     return f"{duration(time.time() * 1000 - ms)} ago" if ms else ""
 
 
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8. Bytes a producer stored that are not UTF-8 come from Redis as lone surrogates
+    (``surrogateescape``); each becomes U+FFFD here instead of failing the response."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate from elsewhere (a JSON \ud800 escape)
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text).encode("utf-8")
+
+
 def pretty(value: Any) -> str:
     """A value as indented JSON text."""
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
@@ -118,4 +131,4 @@ class Renderer:
     def page(self, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         """One HTML page."""
         html = self.env.get_template(template).render(**context)
-        return secure_headers(HTMLResponse(html, status_code=status))  # type: ignore[return-value]
+        return secure_headers(HTMLResponse(utf8(html), status_code=status))  # type: ignore[return-value]

@@ -12,14 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from worker.auth import role_of
 from worker.catalog import Catalog
-from worker.connections import RedisClient
+from worker.connections import RedisClient, make_client
 from worker.errors import ConfigError
 from worker.jobs import JobFilter, JobPage, current_counts
 from worker.models import State
@@ -27,17 +27,19 @@ from worker.operations import Operations
 from worker.settings import Settings
 from worker.stats import Period
 from worker.status import get_logs, get_status
+from worker.throttle import FailureBudget
 from worker.ui import events
 from worker.ui.detail import RAW_FIELDS, read_detail, read_raw
 from worker.ui.failures import SCAN_LIMIT, breakdown
 from worker.ui.instances import read_instances
-from worker.ui.render import Renderer, secure_headers
+from worker.ui.render import Renderer, secure_headers, utf8
 from worker.ui.sessions import (
     FLASH_COOKIE,
     LOGIN_COOKIE,
     LOGIN_TTL_S,
     SESSION_COOKIE,
     SESSION_TTL_S,
+    Revocations,
     Session,
     Signer,
     clear_cookie,
@@ -46,8 +48,12 @@ from worker.ui.sessions import (
 
 PER_PAGE = (20, 50, 100)
 INSTANCES_PER_PAGE = 100
-MAX_STREAMS = 32
 PERIODS = ((Period.H1, "last hour", 1), (Period.H24, "last day", 24), (Period.D30, "last 30 days", 720))
+
+
+def client_address(request: Request) -> str:
+    """The client's address (a proxy's ``X-Forwarded-For`` only when uvicorn trusts that proxy)."""
+    return request.client.host if request.client else "unknown"
 
 
 def safe_next(target: str | None, default: str = "/ui/") -> str:
@@ -96,9 +102,16 @@ class Dashboard:
         self.ops = ops
         self.keys = ops.keys
         self.signer = Signer(settings)
+        self.revocations = Revocations(client, self.keys)
+        self.budget = FailureBudget(client, self.keys, settings)
         self.render = Renderer()
-        self.streams = 0
+        # live streams: one XREAD of their own, never a connection of the API's pool
+        self.hub = events.Hub(lambda: make_client(settings, max_connections=2, bounded_reads=False), self.keys)
         self._catalog: Catalog | None = None
+
+    async def aclose(self) -> None:
+        """End the live streams and close their connection."""
+        await self.hub.aclose()
 
     def catalog(self) -> Catalog | None:
         """The catalog (re-read when it changes); None when it cannot be read."""
@@ -110,8 +123,15 @@ class Dashboard:
         return self._catalog
 
     def session(self, request: Request) -> Session | None:
-        """The signed-in session of ``request``, if any."""
+        """The session ``request``'s cookie proves (signature and expiry only: for error pages)."""
         return self.signer.session(request.cookies.get(SESSION_COOKIE))
+
+    async def signed_in(self, request: Request) -> Session | None:
+        """The signed-in session of ``request``, if any and not signed out."""
+        session = self.session(request)
+        if session is None or await self.revocations.revoked(session):
+            return None
+        return session
 
     async def context(self, request: Request, session: Session, **values: Any) -> dict[str, Any]:
         """What every page's template gets: queue, session, flash message, live-updates URL.
@@ -123,7 +143,7 @@ class Dashboard:
         return {
             "queue": self.keys.queue,
             "session": session,
-            "flash": unquote(request.cookies.get(FLASH_COOKIE, ""))[:500],
+            "flash": self.signer.read_flash(session, request.cookies.get(FLASH_COOKIE)),
             "events_url": f"/ui/events?since={since}",
             "path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             **values,
@@ -140,6 +160,20 @@ class Dashboard:
         """An error page."""
         ctx = {"queue": self.keys.queue, "session": session, "flash": "", "events_url": "", "path": "/ui/"}
         return self.render.page("error.html", {**ctx, "status": status, "message": message}, status)
+
+
+class _LiveResponse(StreamingResponse):
+    """A stream that gives its place back however it ends (even if it never started)."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _login_redirect(request: Request) -> Response:
@@ -167,7 +201,7 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
 
     def guarded(handler: PageHandler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
-            session = dash.session(request)
+            session = await dash.signed_in(request)
             if session is None:
                 return _login_redirect(request)
             request.state.events_since = await events.last_id(dash.client, dash.keys)
@@ -186,13 +220,24 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
     @router.post("/ui/login")
     async def login(request: Request) -> Response:
         form = await form_of(request)
-        if not dash.signer.login_ok(request.cookies.get(LOGIN_COOKIE), form.get("login_csrf")):
-            return _login_page(dash, request, safe_next(form.get("next")), "The sign-in form expired; try again.", 403)
+        next_url = safe_next(form.get("next"))
+        address = client_address(request)
+        wait_s = await dash.budget.wait_s(address)
+        if wait_s:
+            response = _login_page(dash, request, next_url, f"Too many wrong tokens; try again in {wait_s} s.", 429)
+            response.headers["Retry-After"] = str(wait_s)
+            return response
+        nonce = request.cookies.get(LOGIN_COOKIE)
+        if not dash.signer.login_ok(nonce, form.get("login_csrf")) or not await dash.revocations.spend_login(
+            nonce or ""
+        ):
+            return _login_page(dash, request, next_url, "The sign-in form expired; try again.", 403)
         role = role_of(form.get("token", ""), dash.settings)
         if role is None:
+            await dash.budget.failed(address)
             await asyncio.sleep(0.5)  # slows guessing
-            return _login_page(dash, request, safe_next(form.get("next")), "That token is not valid.", 401)
-        response = RedirectResponse(safe_next(form.get("next")), status_code=303)
+            return _login_page(dash, request, next_url, "That token is not valid.", 401)
+        response = RedirectResponse(next_url, status_code=303)
         set_cookie(response, request, SESSION_COOKIE, dash.signer.issue(role), max_age=SESSION_TTL_S)
         clear_cookie(response, request, LOGIN_COOKIE, path="/ui/login")
         return response
@@ -203,6 +248,9 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
         form = await form_of(request)
         if session is not None and not dash.signer.csrf_ok(session, form.get("csrf")):
             return dash.error(403, "missing or wrong CSRF token", session)
+        if session is not None:
+            await dash.revocations.revoke(session)
+            dash.hub.end_session(session.nonce)
         response = RedirectResponse("/ui/login", status_code=303)
         clear_cookie(response, request, SESSION_COOKIE)
         return response
@@ -263,7 +311,7 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
         if value is None:
             return dash.error(404, f"job {job_id!r} has no {field!r}", session)
         name = quote(f"job-{job_id}-{field}.json", safe="")
-        response = PlainTextResponse(value, headers={"Content-Disposition": f"inline; filename*=UTF-8''{name}"})
+        response = PlainTextResponse(utf8(value), headers={"Content-Disposition": f"inline; filename*=UTF-8''{name}"})
         return secure_headers(response)
 
     async def instances(request: Request, session: Session) -> Response:
@@ -295,22 +343,21 @@ def build_router(dash: Dashboard) -> APIRouter:  # noqa: PLR0915 - one nested fu
 
     @router.get("/ui/events")
     async def live(request: Request, since: Annotated[str | None, Query(max_length=48)] = None) -> Response:
-        if dash.session(request) is None:
+        session = await dash.signed_in(request)
+        if session is None:
             return dash.error(401, "sign in first")
-        if dash.streams >= MAX_STREAMS:
-            return dash.error(503, "too many live streams open; reload later")
+        sub = dash.hub.open(session.nonce)  # reserved now: the cap counts streams not yet started
+        if isinstance(sub, str):
+            return dash.error(503, sub, session)
         resume = request.headers.get("last-event-id") or since
-
-        async def body() -> Any:
-            dash.streams += 1
-            try:
-                async for chunk in events.stream(dash.client, dash.keys, resume):
-                    yield chunk
-            finally:
-                dash.streams -= 1
-
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+        live_session = session
+
+        async def alive() -> bool:  # signed out through another replica: ends at the next idle tick
+            return not await dash.revocations.revoked(live_session)
+
+        body = events.stream(dash.client, dash.keys, resume, sub, dash.hub, alive=alive)
+        return _LiveResponse(body, media_type="text/event-stream", headers=headers, release=lambda: dash.hub.close(sub))
 
     return router
 
