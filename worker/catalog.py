@@ -29,7 +29,7 @@ import json
 import re
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,20 @@ class Catalog:
             f'connectorId {connector_id!r} is not configured: the catalog has no [instances."{connector_id}"] '
             f'entry and no [connector_types] rule for {key!r} or "*"'
         )
+
+    def rule_for(self, connector: str, local: Container[str]) -> str | None:
+        """The ``[connector_types]`` rule that serves a job of ``connector`` whose connectorId has no entry, or None.
+
+        ``"*"`` never serves a connector in ``local`` (the ones this worker runs itself) unless it names that very
+        connector: such a job needs its instance, else it would "complete" a crawl nobody performs.
+        """
+        key = normalize_connector(connector)
+        if key in self._types:
+            return key
+        ruled = self._types.get(ANY_TYPE)
+        if ruled is None or (key in local and ruled.connector_key != key):
+            return None
+        return ANY_TYPE
 
     def get(self, connector_id: str) -> InstanceEntry:
         """The entry for ``connector_id``; UnconfiguredInstance if there is none.

@@ -159,7 +159,7 @@ class Dispatcher:
                 ) from None
             raise
         entry = route.entry
-        if route.rule == ANY_TYPE and data.connector_key in self.registry and entry.connector_key != data.connector_key:
+        if route.rule == ANY_TYPE and self.catalog.rule_for(data.connector, self.registry) is None:
             # "*" hands the platform's own connector types on; a job naming a connector this worker runs
             # itself needs its instance (delegating it would "complete" a crawl nobody performs).
             raise UnconfiguredInstance(

@@ -266,3 +266,19 @@ async def test_the_job_page_shows_who_processed_it_and_its_stalls_from_bullmqs_o
     html = (await site.get(f"/ui/jobs/{job_id}")).text
     assert re.search(r"<dt>processed by</dt><dd>page-worker-7</dd>", html)
     assert re.search(r"<dt>stalled</dt><dd>1 time\(s\)</dd>", html)
+
+
+async def test_instances_served_by_a_connector_type_rule_say_so(
+    site: httpx.AsyncClient, ui_settings: Settings, queue: Queue, hand_worker: Worker
+) -> None:
+    """A PipesHub type the "*" rule hands on is "served by the rule", not "not in the catalog"; a connector this
+    worker runs itself, with no entry, is still not in the catalog (the "*" rule does not take it)."""
+    await fail_jobs(queue, hand_worker, [("Confluence", "conf-1"), ("mock", "orphan-1")])
+    ui_settings.catalog_file.write_text('[connector_types."*"]\nconnector = "pipeshub-sync"\n')
+    await sign_in(site, ADMIN)
+    html = (await site.get("/ui/instances")).text
+    conf = html[html.index("conf-1") :].split("</header>")[0]
+    orphan = html[html.index("orphan-1") :].split("</header>")[0]
+    assert 'served by the [connector_types."*"] rule' in conf.replace("&#34;", '"').replace("&quot;", '"')
+    assert "not in the catalog" not in conf
+    assert "not in the catalog" in orphan

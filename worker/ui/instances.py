@@ -19,6 +19,7 @@ from typing import Any
 from worker import skips
 from worker.catalog import Catalog
 from worker.connections import RedisClient
+from worker.connectors.registry import build_registry
 from worker.jobs import JobFilter, list_jobs
 from worker.models import CrawlingJobData, JobStatus, State
 from worker.status import Keys
@@ -87,6 +88,8 @@ class Instance:
     connector: str = ""
     org_id: str = ""
     in_catalog: bool = False
+    #: the [connector_types] rule that serves it when it has no entry ("*" or a connector type), else None
+    rule: str | None = None
     jobs: list[JobStatus] = field(default_factory=list)
     record: RunView | None = None
     schedule: dict[str, Any] | None = None
@@ -198,4 +201,9 @@ async def read_instances(
             inst = _instance_of(out, scheduled)
             inst.schedule = schedule
             inst.connector = inst.connector or str(schedule.get("connector") or "")
+    if catalog is not None:
+        local = build_registry().names()
+        for inst in out.values():
+            if not inst.in_catalog and inst.connector:
+                inst.rule = catalog.rule_for(inst.connector, local)
     return sorted(out.values(), key=lambda i: (i.active is None, -i.last_activity_ms, i.connector_id))
