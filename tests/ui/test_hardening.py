@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 import re
-import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -106,15 +105,16 @@ async def test_a_stream_flood_holds_the_caps_and_starves_no_one(site: httpx.Asyn
         assert len(opened) == MAX_STREAMS
         assert {s.status for s in flood} == {200, 503}
         assert max(opened.count(c) for c in [greedy, *others]) <= MAX_STREAMS_PER_SESSION
-        timings = [during_open_ms]
+        # the client and the server share this test's event loop: the burst's own 100 connections delay it
+        assert during_open_ms < 1000, during_open_ms
+        timings = []
         for path in ("/ui/", "/ui/jobs", "/ui/failures") * 3:
             status, ms = await timed_get(site, path)
             assert status == 200, path
             timings.append(ms)
         api = await site.get("/v1/queue", headers={"Authorization": f"Bearer {READ}"})
         assert api.status_code == 200
-        assert statistics.median(timings) < 100, timings
-        assert max(timings) < 250, timings
+        assert max(timings) < 100, timings
     finally:
         for stream in flood:
             stream.close()
