@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from worker.ui.events import entry_id, percentage, to_message
+from worker.ui.events import END, QUEUE_DEPTH, Subscription, entry_id, percentage, to_message
 from worker.ui.failures import class_name, reason_pattern
-from worker.ui.render import duration, instance_of, progress_percent
+from worker.ui.render import duration, instance_of, progress_percent, utf8
 
 
 def test_event_messages_carry_state_and_progress_but_never_return_values() -> None:
@@ -57,3 +57,23 @@ def test_formatting_helpers() -> None:
     assert duration(None) == ""
     assert instance_of({"connector": "web", "connectorId": 5}) == {"connector": "web", "connectorId": "5", "orgId": ""}
     assert instance_of("garbage") == {"connector": "", "connectorId": "", "orgId": ""}
+
+
+async def test_a_stream_too_far_behind_is_ended_not_grown() -> None:
+    """A subscription whose browser reads slower than events arrive is ended (its browser resumes from its
+    last id) instead of queueing without bound; what it queued comes first, the end marker last."""
+    sub = Subscription("session")
+    for n in range(QUEUE_DEPTH + 5):
+        sub.put((f"{n}-0", {"event": "progress"}))
+    assert sub.ended
+    assert sub.queue.qsize() == QUEUE_DEPTH + 1
+    items = [sub.queue.get_nowait() for _ in range(QUEUE_DEPTH + 1)]
+    assert [ident for ident, _ in items[:-1]] == [f"{n}-0" for n in range(QUEUE_DEPTH)]
+    assert items[-1] == END
+
+
+def test_utf8_replaces_what_redis_could_not_decode() -> None:
+    """Bytes that were not UTF-8 (read as surrogates) become U+FFFD; valid text is unchanged."""
+    assert utf8("café") == "café".encode()
+    assert utf8(b"caf\xe9 \xff".decode("utf-8", "surrogateescape")) == "caf\ufffd \ufffd".encode()
+    assert utf8("a\ud800b") == "a\ufffdb".encode()

@@ -48,6 +48,8 @@ MAX_STREAMS = 32
 MAX_STREAMS_PER_SESSION = 4
 #: Messages a slow browser may lag behind before its stream is ended (it reconnects from its last id).
 QUEUE_DEPTH = 1000
+#: Entries read back (in batches of BATCH) for a stream that resumes from an id: older gaps are skipped.
+CATCH_UP_BATCHES = 10
 IDLE_S = 15.0
 QUEUE_EVENTS = {"paused": True, "resumed": False}
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -113,24 +115,22 @@ class Subscription:
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_DEPTH)
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_DEPTH + 1)
         self.ended = False
 
     def put(self, item: Item) -> None:
         """Queue ``item``; a stream too far behind is ended (its browser resumes from its last id)."""
         if self.ended:
             return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if self.queue.qsize() >= QUEUE_DEPTH:
             self.end()
+            return
+        self.queue.put_nowait(item)
 
     def end(self) -> None:
-        """End the stream after what it has queued."""
+        """End the stream after what it has queued (one place is always kept for the end marker)."""
         if not self.ended:
             self.ended = True
-            if self.queue.full():  # make room for the end marker: what it drops is re-read on reconnect
-                self.queue.get_nowait()
             self.queue.put_nowait(END)
 
 
@@ -234,13 +234,15 @@ async def stream(
     try:
         yield "retry: 2000\n\n"
         last = entry_id(since)
-        if last is not None:
+        for _ in range(CATCH_UP_BATCHES if last is not None else 0):
             missed: Any = await client.xrange(keys.key("events"), min=f"({last}", count=BATCH)
             for ident, fields in missed:
                 last = str(ident)
                 message = to_message(fields)
                 if message is not None:
                     yield sse(last, message)
+            if len(missed) < BATCH:
+                break
         while True:
             try:
                 ident, fed = await asyncio.wait_for(sub.queue.get(), timeout=IDLE_S)
