@@ -59,4 +59,4 @@ class Scope:
             return why
         if depth > self.config.max_depth:
             return "out-of-scope:depth"
-        return self.traps.why_not(url)
+        return self.traps.budget_why_not(url)  # the shape checks were static_why_not's

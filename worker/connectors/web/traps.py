@@ -109,8 +109,12 @@ class Traps:
             max_segments=lim.max_path_segments,
             max_query_params=lim.max_query_params,
         )
-        if shape:
-            return shape
+        return shape or self.budget_why_not(url)
+
+    def budget_why_not(self, url: str) -> str | None:
+        """The guards that count what the crawl has queued (pattern, calendar, query variants), without the shape
+        checks (for a caller that made them already)."""
+        lim = self.limits
         if lim.max_pages_per_pattern and self.counts[pattern_key(url)] >= lim.max_pages_per_pattern:
             return "trap:pattern-budget"
         calendar = calendar_template(url)
