@@ -99,6 +99,13 @@ class Traps:
         self.limits = limits
         self.counts = counts
         self._texts: dict[tuple[str, str], str] = {}  # (session template, page text digest) -> first token
+        self._last: tuple[str, str | None, tuple[str, str] | None] = ("", None, None)
+
+    def _derived(self, url: str) -> tuple[str | None, tuple[str, str] | None]:
+        """``url``'s calendar template and query key set, parsed once for the check and the count that follows."""
+        if self._last[0] != url:
+            self._last = (url, calendar_template(url), _keyset(url))
+        return self._last[1], self._last[2]
 
     def why_not(self, url: str) -> str | None:
         """Why enqueueing ``url`` now would feed a trap, or None."""
@@ -117,10 +124,9 @@ class Traps:
         lim = self.limits
         if lim.max_pages_per_pattern and self.counts[pattern_key(url)] >= lim.max_pages_per_pattern:
             return "trap:pattern-budget"
-        calendar = calendar_template(url)
+        calendar, keyset = self._derived(url)
         if calendar is not None and self.counts[CALENDAR + calendar] >= lim.max_pages_per_calendar:
             return "trap:calendar"
-        keyset = _keyset(url)
         new_keyset = keyset is not None and not self.counts[KEYSET + keyset[1]]
         if new_keyset and keyset is not None and self.counts[VARIANTS + keyset[0]] >= lim.max_query_variants:
             return "trap:query-permutations"
@@ -131,10 +137,9 @@ class Traps:
         out = []
         if self.limits.max_pages_per_pattern:
             out.append(pattern_key(url))
-        calendar = calendar_template(url)
+        calendar, keyset = self._derived(url)
         if calendar is not None:
             out.append(CALENDAR + calendar)
-        keyset = _keyset(url)
         if keyset is not None:
             out.append(KEYSET + keyset[1])
             if not self.counts[KEYSET + keyset[1]]:
