@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections import Counter
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import SplitResult, parse_qsl
 
 from worker.connectors.web.urls import pattern_key, split, trap_reason, url_key
 
@@ -148,36 +148,44 @@ class Traps:
 
     def session_key(self, url: str) -> str | None:
         """``url``'s key with a learned session token left out; None unless it has one."""
-        parts = split(url)
-        if parts is None:
+        slot = _session_slot(url)
+        if slot is None or not self.counts[slot.flag]:
             return None
-        segments = parts.path.split("/")
-        at = _session_position(segments)
-        if at is None:
-            return None
-        prefix = "/".join(segments[:at])
-        if not self.counts[f"{SESSION}{parts.netloc.lower()}{prefix}"]:
-            return None
-        segments[at] = "{session}"
-        return url_key(parts._replace(path="/".join(segments)).geturl())
+        return url_key(slot.parts._replace(path=slot.template).geturl())
 
     def learn(self, url: str, text: str) -> str | None:
         """A page was fetched: when another session token served the same text at the same place, the
         ``patterns`` entry that marks the token's position as a session id (to be counted); else None."""
-        parts = split(url)
-        if parts is None:
+        slot = _session_slot(url)
+        if slot is None or self.counts[slot.flag]:
             return None
-        segments = parts.path.split("/")
-        at = _session_position(segments)
-        if at is None:
-            return None
-        token = segments[at]
-        flag = f"{SESSION}{parts.netloc.lower()}{'/'.join(segments[:at])}"
-        if self.counts[flag]:
-            return None
-        segments[at] = "{session}"
-        first = self._texts.setdefault(("/".join(segments) + "?" + parts.query, _digest(text)), token)
-        return flag if first != token else None
+        first = self._texts.setdefault((f"{slot.template}?{slot.parts.query}", _digest(text)), slot.token)
+        return slot.flag if first != slot.token else None
+
+
+@dataclass(frozen=True)
+class _SessionSlot:
+    """Where a URL's path holds a token-like segment: the URL's parts, the token, the path with ``{session}``
+    in its place, and the ``patterns`` entry that marks that place as a session id once learned."""
+
+    parts: SplitResult
+    token: str
+    template: str
+    flag: str
+
+
+def _session_slot(url: str) -> _SessionSlot | None:
+    parts = split(url)
+    if parts is None:
+        return None
+    segments = parts.path.split("/")
+    at = _session_position(segments)
+    if at is None:
+        return None
+    token = segments[at]
+    flag = f"{SESSION}{parts.netloc.lower()}{'/'.join(segments[:at])}"
+    segments[at] = "{session}"
+    return _SessionSlot(parts, token, "/".join(segments), flag)
 
 
 def _keyset(url: str) -> tuple[str, str] | None:
